@@ -1,0 +1,34 @@
+# Two commands for a fresh machine (see README.md):
+#   make benchmark   install into .venv, then run the default benchmark (PatchCore, synthetic data)
+#   make test        install into .venv, then lint and run the test suite
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.fsad-installed
+# torch/torchvision are pinned to the releases this project is tested with (CPU here);
+# pip takes them from the local wheel cache where one exists.
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: install benchmark test lint format bench-perf
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || python3 -m venv $(VENV)
+	$(BIN)/pip install --disable-pip-version-check -q $(TORCH)
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,elpv]'
+	touch $(STAMP)
+
+benchmark: $(STAMP)
+	$(BIN)/fsad-bench run --out runs/default
+
+test: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench-perf: $(STAMP)
+	$(BIN)/pytest benchmarks --benchmark-enable -q

@@ -1,0 +1,176 @@
+"""The ``fsad-bench`` command line (typer). Heavy modules are imported inside commands so
+that ``fsad-bench list`` stays fast and imports no method code."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from fsad_bench.errors import FsadError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="Benchmark harness for K-shot image anomaly detection.",
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Datasets: generate the embedded synthetic set.", no_args_is_help=True)
+protocol_app = typer.Typer(help="Protocol files and frozen support manifests.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(protocol_app, name="protocol")
+
+
+def _fail(exc: Exception) -> None:
+    typer.echo(f"error: {exc}", err=True)
+    raise typer.Exit(2)
+
+
+@app.command()
+def run(
+    protocol: Annotated[str | None, typer.Option(help="Protocol name or .yaml path.")] = None,
+    data_root: Annotated[Path | None, typer.Option(help="Dataset folder.")] = None,
+    layout: Annotated[
+        str | None, typer.Option(help="mvtec|mpdd|folder|elpv: run a folder without a protocol")
+    ] = None,
+    method: Annotated[list[str] | None, typer.Option(help="Method name (repeatable).")] = None,
+    shots: Annotated[str | None, typer.Option(help="K values, e.g. 1,2,4,8.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Seeds, e.g. 0,1,2.")] = None,
+    categories: Annotated[str | None, typer.Option(help="Only these held-out categories.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Run directory (resumable).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Parallel episode processes.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ...")] = None,
+    param: Annotated[
+        list[str] | None, typer.Option(help="METHOD.KEY=VALUE, e.g. patchcore.coreset_ratio=0.25")
+    ] = None,
+    image_size: Annotated[int | None, typer.Option(help="Override the protocol's size.")] = None,
+    retry_failed: Annotated[bool, typer.Option(help="Replay episodes that failed.")] = False,
+    config: Annotated[Path | None, typer.Option(help="YAML file with the same options.")] = None,
+) -> None:
+    """Play every episode of a protocol for the given methods and print the table.
+
+    With no options: PatchCore on the embedded synthetic dataset (generated on first use),
+    K = 1, 2, 4, 8 and seeds 0, 1, 2.
+    """
+    from fsad_bench.config import build_run_config, load_options_file
+    from fsad_bench.report import write_report
+    from fsad_bench.runner import run as run_benchmark
+
+    cli: dict[str, Any] = {
+        "protocol": protocol, "data_root": data_root, "layout": layout, "methods": method,
+        "shots": shots, "seeds": seeds, "categories": categories, "out": out,
+        "workers": workers, "device": device, "params": param, "image_size": image_size,
+        "retry_failed": retry_failed or None,
+    }  # fmt: skip
+    try:
+        options = load_options_file(config) if config else {}
+        options.update({k: v for k, v in cli.items() if v is not None})
+        summary = run_benchmark(build_run_config(options))
+        _, text = write_report(summary.out_dir)
+    except FsadError as exc:
+        _fail(exc)
+    typer.echo(text)
+    typer.echo(f"records: {summary.out_dir / 'records.jsonl'}; report: {summary.out_dir / 'report.csv'}")
+    if summary.failed:
+        typer.echo(f"{len(summary.failed)} episode(s) failed; see records.jsonl", err=True)
+        raise typer.Exit(1)
+
+
+@app.command()
+def report(run_dir: Path) -> None:
+    """Print the per-category table of a run and write report.csv and report.md."""
+    from fsad_bench.report import write_report
+
+    try:
+        _, text = write_report(run_dir)
+    except FsadError as exc:
+        _fail(exc)
+    typer.echo(text)
+    typer.echo(f"wrote {run_dir / 'report.csv'} and {run_dir / 'report.md'}")
+
+
+@app.command("list")
+def list_all() -> None:
+    """Registered methods and built-in protocols (imports no method code)."""
+    from fsad_bench.protocol import list_protocol_files
+    from fsad_bench.registry import list_methods
+
+    try:
+        methods = list_methods()
+    except FsadError as exc:
+        _fail(exc)
+    typer.echo("methods:")
+    for name, target in methods.items():
+        typer.echo(f"  {name:<12} {target}")
+    typer.echo("protocols:")
+    for path in list_protocol_files():
+        typer.echo(f"  {path.stem:<16} {path}")
+
+
+@app.command("check-plugin")
+def check_plugin(name: str) -> None:
+    """Run the conformance suite on a registered method; exit 1 if any check fails."""
+    from fsad_bench.testing import run_checks
+
+    try:
+        results = run_checks(name)
+    except FsadError as exc:
+        _fail(exc)
+    for result in results:
+        mark = "PASS" if result.passed else "FAIL"
+        typer.echo(f"{mark} {result.check}" + (f": {result.message}" if result.message else ""))
+    failed = sum(not r.passed for r in results)
+    typer.echo(f"{len(results) - failed} passed, {failed} failed")
+    if failed:
+        raise typer.Exit(1)
+
+
+@data_app.command("synth")
+def data_synth(
+    out: Annotated[Path, typer.Option(help="Folder to write the dataset into.")],
+    seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
+    image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 256,
+) -> None:
+    """Write the synthetic MVTec-layout dataset (the embedded default) to a folder."""
+    from fsad_bench.datasets.synthetic import generate_synthetic
+
+    path = generate_synthetic(out, seed=seed, image_size=image_size, progress=typer.echo)
+    typer.echo(f"wrote {path}")
+
+
+@protocol_app.command("freeze")
+def protocol_freeze(
+    name: str,
+    data_root: Annotated[Path | None, typer.Option(help="Dataset folder.")] = None,
+    out: Annotated[Path | None, typer.Option(help="Manifest path (default: the protocol's).")] = None,
+) -> None:
+    """Write the support manifest (paths + pixel hashes) of every episode of a protocol."""
+    from fsad_bench.config import resolve_protocol
+    from fsad_bench.manifests import freeze_manifest
+
+    try:
+        protocol = resolve_protocol({"protocol": name, "data_root": data_root})
+        path = freeze_manifest(protocol, out)
+    except FsadError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {path}")
+
+
+@protocol_app.command("show")
+def protocol_show(name: str) -> None:
+    """Print a protocol's settings and its definition hash."""
+    from fsad_bench.protocol import load_protocol
+
+    try:
+        protocol = load_protocol(name)
+    except FsadError as exc:
+        _fail(exc)
+    for key, value in protocol.to_dict().items():
+        typer.echo(f"{key}: {value}")
+    typer.echo(f"definition_hash: {protocol.definition_hash()}")
+
+
+def main() -> None:  # pragma: no cover - console entry
+    sys.exit(app())

@@ -1,0 +1,122 @@
+"""Build the one RunConfig from a mapping of options, whether they came from the CLI or a file.
+
+lm-evaluation-harness users suffered from CLI and file configs drifting apart; here both
+paths produce the same dict and go through ``build_run_config`` alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fsad_bench.errors import FsadError, ProtocolError
+from fsad_bench.protocol import Protocol, adhoc_protocol, load_protocol
+from fsad_bench.runner import RunConfig
+
+DEFAULT_PROTOCOL = "synthetic_loo"
+OPTION_KEYS = {
+    "protocol", "data_root", "layout", "methods", "shots", "seeds", "categories", "out",
+    "workers", "device", "params", "image_size", "batch_size", "retry_failed",
+}  # fmt: skip
+
+
+def parse_int_list(text: str | int | list | None, what: str) -> tuple[int, ...] | None:
+    if text is None or text == "":
+        return None
+    if isinstance(text, int):
+        return (text,)
+    items = text if isinstance(text, list) else str(text).split(",")
+    try:
+        return tuple(int(str(item).strip()) for item in items if str(item).strip())
+    except ValueError as exc:
+        raise FsadError(f"--{what} must be comma-separated integers like 1,2,4, got {text!r}") from exc
+
+
+def parse_str_list(text: str | list | None) -> tuple[str, ...] | None:
+    if text is None or text == "":
+        return None
+    items = text if isinstance(text, list) else str(text).split(",")
+    return tuple(str(item).strip() for item in items if str(item).strip())
+
+
+def parse_params(items: list[str] | Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
+    """``method.key=value`` strings (values parsed as YAML scalars) or a nested mapping."""
+    if not items:
+        return {}
+    if isinstance(items, Mapping):
+        return {str(m): dict(p) for m, p in items.items()}
+    params: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, sep, value = item.partition("=")
+        method, dot, key = target.rpartition(".")
+        if not sep or not dot:
+            raise FsadError(f"--param {item!r}: use METHOD.KEY=VALUE, e.g. patchcore.coreset_ratio=0.25")
+        params.setdefault(method, {})[key] = yaml.safe_load(value)
+    return params
+
+
+def load_options_file(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise FsadError(f"{path}: cannot read run config ({exc})") from exc
+    unknown = set(data) - OPTION_KEYS
+    if unknown:
+        raise FsadError(f"{path}: unknown keys {sorted(unknown)}; valid: {sorted(OPTION_KEYS)}")
+    return data
+
+
+def resolve_protocol(options: Mapping[str, Any]) -> Protocol:
+    data_root = options.get("data_root")
+    layout = options.get("layout")
+    name = options.get("protocol")
+    if name is None and layout is not None:
+        if data_root is None:
+            raise ProtocolError("--layout needs --data-root DIR (the folder of categories)")
+        from fsad_bench.datasets import get_layout
+
+        root = Path(data_root)
+        categories = get_layout(layout).discover_categories(root if layout != "elpv" else None)
+        protocol = adhoc_protocol(layout, root, categories)
+    else:
+        protocol = load_protocol(name or DEFAULT_PROTOCOL)
+        if data_root is not None:
+            protocol = protocol.with_overrides(data_root=str(Path(data_root).resolve()))
+        elif layout is not None and layout != protocol.layout:
+            raise ProtocolError(f"--layout {layout} contradicts protocol layout {protocol.layout}")
+    if protocol.data_root is None and protocol.layout == "synthetic":
+        from fsad_bench.datasets.synthetic import ensure_default_dataset
+
+        protocol = protocol.with_overrides(data_root=str(ensure_default_dataset()))
+    if protocol.data_root is None and protocol.layout != "elpv":
+        raise ProtocolError(
+            f"protocol {protocol.ref} needs --data-root pointing at its dataset ({protocol.dataset})"
+        )
+    return protocol.with_overrides(
+        shots=parse_int_list(options.get("shots"), "shots"),
+        seeds=parse_int_list(options.get("seeds"), "seeds"),
+        image_size=int(options["image_size"]) if options.get("image_size") else None,
+    )
+
+
+def build_run_config(options: Mapping[str, Any]) -> RunConfig:
+    unknown = set(options) - OPTION_KEYS
+    if unknown:
+        raise FsadError(f"unknown run options {sorted(unknown)}")
+    protocol = resolve_protocol(options)
+    methods = parse_str_list(options.get("methods")) or ("patchcore",)
+    out = Path(options.get("out") or Path("runs") / protocol.name)
+    return RunConfig(
+        protocol=protocol,
+        methods=methods,
+        out_dir=out,
+        method_params=parse_params(options.get("params")),
+        workers=int(options.get("workers") or 1),
+        device=str(options.get("device") or "cpu"),
+        batch_size=int(options.get("batch_size") or 16),
+        retry_failed=bool(options.get("retry_failed")),
+        only_categories=parse_str_list(options.get("categories")),
+    )

@@ -1,0 +1,271 @@
+"""Play one episode in isolation: seed, meta-fit (cached), fit, predict, validate, score.
+
+Everything a worker needs travels in a picklable ``EpisodeTask``; any exception or invalid
+output becomes a failed record with its reason, so one bad episode never stops a run.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import traceback
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fsad_bench import metrics
+from fsad_bench.datasets import get_layout
+from fsad_bench.datasets.base import Category
+from fsad_bench.datasets.io import TestSet, load_category_tensors, load_image
+from fsad_bench.meta_cache import meta_fit_cached, meta_key
+from fsad_bench.method import MetaTrainSet
+from fsad_bench.protocol import Protocol, SupportEntry, derive_seed
+from fsad_bench.records import (
+    STATUS_FAILED,
+    STATUS_OK,
+    Episode,
+    EpisodeRecord,
+    MethodRef,
+    Prediction,
+    clean_metric,
+)
+from fsad_bench.registry import resolve
+from fsad_bench.results import scores_file_name
+from fsad_bench.timing import PeakMemory, Stopwatch, seed_everything
+
+
+@dataclass(frozen=True)
+class EpisodeTask:
+    run_id: str
+    episode: Episode
+    method_spec: str
+    method_params: dict[str, Any]
+    protocol: Protocol
+    data_root: str | None
+    support: tuple[SupportEntry, ...]
+    support_hash: str
+    meta_categories: tuple[str, ...]
+    device: str
+    env: dict[str, Any]
+    batch_size: int = 16
+    cache_dir: str | None = None
+    threads: int | None = None
+
+
+@dataclass
+class EpisodeOutcome:
+    record: EpisodeRecord
+    scores: dict[str, Any] | None = field(default=None)
+
+
+class InvalidOutput(RuntimeError):
+    """A plugin broke the output contract (shape, dtype, NaN)."""
+
+
+def _root(task: EpisodeTask) -> Path | None:
+    return Path(task.data_root) if task.data_root else None
+
+
+@lru_cache(maxsize=4)
+def _category(layout: str, root: str | None, name: str, options: tuple) -> Category:
+    return get_layout(layout).load_category(Path(root) if root else None, name, **dict(options))
+
+
+@lru_cache(maxsize=2)
+def _test_set(layout: str, root: str | None, name: str, options: tuple, size: int) -> TestSet:
+    return load_category_tensors(_category(layout, root, name, options), size)
+
+
+def _options(protocol: Protocol) -> tuple:
+    return tuple(sorted(protocol.layout_options.items()))
+
+
+def load_support(task: EpisodeTask, category: Category) -> torch.Tensor:
+    size = task.protocol.image_size
+    return torch.stack([load_image(category.root / e.path, size) for e in task.support])
+
+
+def _meta_categories(task: EpisodeTask) -> list[Category]:
+    """Only the other categories: the held-out one never enters meta-training."""
+    if task.episode.category in task.meta_categories:
+        raise RuntimeError(f"held-out category {task.episode.category!r} in the meta-train set")
+    protocol = task.protocol
+    return [
+        _category(protocol.layout, task.data_root, name, _options(protocol))
+        for name in task.meta_categories
+    ]
+
+
+def meta_data_hash(task: EpisodeTask) -> str:
+    """Identifies the meta-train images by listing (cheap) plus the protocol definition."""
+    names = [c.relpath(p) for c in _meta_categories(task) for p in c.train_normal]
+    payload = "\n".join([task.protocol.definition_hash(), *sorted(names)])
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def meta_train_set(task: EpisodeTask, data_hash: str) -> MetaTrainSet:
+    size = task.protocol.image_size
+    images = {
+        c.name: torch.stack([load_image(path, size) for path in c.train_normal])
+        for c in _meta_categories(task)
+    }
+    return MetaTrainSet(images, task.episode.category, data_hash, task.episode.seed)
+
+
+def predict_batched(method: Any, images: torch.Tensor, batch_size: int) -> Prediction:
+    scores, maps = [], []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            pred = method.predict(images[start : start + batch_size])
+            if not isinstance(pred, Prediction):
+                raise InvalidOutput(f"predict returned {type(pred).__name__}, not Prediction")
+            scores.append(pred.scores.detach().float().cpu())
+            maps.append(None if pred.maps is None else pred.maps.detach().float().cpu())
+    has_maps = {m is not None for m in maps}
+    if len(has_maps) > 1:
+        raise InvalidOutput("predict returned maps for some batches and None for others")
+    return Prediction(torch.cat(scores), None if None in has_maps else torch.cat(maps))
+
+
+def validate(pred: Prediction, n: int, size: int, produces_maps: bool) -> None:
+    if tuple(pred.scores.shape) != (n,):
+        raise InvalidOutput(f"scores have shape {tuple(pred.scores.shape)}, expected ({n},)")
+    if not torch.isfinite(pred.scores).all():
+        raise InvalidOutput("scores contain NaN or inf")
+    if produces_maps != (pred.maps is not None):
+        raise InvalidOutput(f"info.produces_maps={produces_maps} but maps is {pred.maps is None=}")
+    if pred.maps is not None:
+        if tuple(pred.maps.shape) != (n, size, size):
+            raise InvalidOutput(
+                f"maps have shape {tuple(pred.maps.shape)}, expected ({n}, {size}, {size})"
+            )
+        if not torch.isfinite(pred.maps).all():
+            raise InvalidOutput("maps contain NaN or inf")
+
+
+def score_episode(
+    test: TestSet, pred: Prediction, produces_maps: bool, limit: float = 0.3
+) -> tuple[dict[str, float | None], dict[str, str]]:
+    labels = test.labels.numpy()
+    values: dict[str, float | None] = {"image_auroc": metrics.image_auroc(labels, pred.scores.numpy())}
+    notes: dict[str, str] = {}
+    if not produces_maps:
+        reason = "not applicable: the method produces no anomaly maps"
+    elif test.masks is None:
+        reason = "not applicable: the dataset has image-level labels only"
+    else:
+        reason = ""
+    if reason:
+        values["pixel_auroc"] = values["aupro"] = None
+        notes["pixel_auroc"] = notes["aupro"] = reason
+    else:
+        masks, maps = test.masks.numpy(), pred.maps.numpy()
+        values["pixel_auroc"] = metrics.pixel_auroc(masks, maps)
+        values["aupro"] = metrics.aupro(maps, masks, limit=limit)
+    for name, value in values.items():
+        if value is not None and math.isnan(value):
+            notes[name] = "undefined: the test set lacks normal or anomalous samples"
+    return {k: clean_metric(v) for k, v in values.items()}, notes
+
+
+def play(task: EpisodeTask) -> EpisodeOutcome:
+    if task.threads:
+        torch.set_num_threads(task.threads)
+    resolved = resolve(task.method_spec, task.method_params)
+    info = resolved.cls.info
+    ref = MethodRef(resolved.name, info.version, resolved.preset, {}, info.produces_maps)
+    timing: dict[str, float | None] = {"meta_fit_s": None, "fit_s": None}
+    provenance: dict[str, Any] = {"support": [e.path for e in task.support]}
+    try:
+        method = resolved.build()
+        ref = MethodRef(ref.name, ref.version, ref.preset, method.get_params(), ref.produces_maps)
+        if hasattr(method, "to"):
+            method.to(task.device)
+        protocol, episode = task.protocol, task.episode
+        category = _category(protocol.layout, task.data_root, episode.category, _options(protocol))
+        seed = derive_seed(episode.key, resolved.name)
+        with PeakMemory(task.device) as memory:
+            if info.needs_meta_train:
+                seed_everything(seed)
+                data_hash = meta_data_hash(task)
+                key = meta_key(ref.name, ref.version, ref.params, episode.category,
+                               episode.seed, data_hash)  # fmt: skip
+                cache = Path(task.cache_dir) if task.cache_dir else None
+                with Stopwatch() as clock:
+                    cache_hit = meta_fit_cached(
+                        method, key, lambda: meta_train_set(task, data_hash), cache
+                    )
+                timing["meta_fit_s"] = clock.seconds
+                provenance["meta_fit_cache_hit"] = cache_hit
+            support = load_support(task, category).to(task.device)
+            seed_everything(seed)
+            with Stopwatch() as clock:
+                method.fit(support)
+            timing["fit_s"] = clock.seconds
+            test = _test_set(
+                protocol.layout, task.data_root, episode.category, _options(protocol),
+                protocol.image_size,
+            )  # fmt: skip
+            seed_everything(seed + 1)
+            with Stopwatch() as clock:
+                pred = predict_batched(method, test.images.to(task.device), task.batch_size)
+            timing["predict_ms_per_image"] = 1000 * clock.seconds / max(len(test.paths), 1)
+        timing["peak_mem_mb"] = memory.peak_mb
+        validate(pred, len(test.paths), protocol.image_size, info.produces_maps)
+        values, notes = score_episode(test, pred, info.produces_maps)
+        provenance.update(getattr(method, "provenance", lambda: {})())
+        record = _record(task, ref, STATUS_OK, values, notes, timing, provenance, None)
+        scores = {
+            "paths": list(test.paths),
+            "labels": test.labels.tolist(),
+            "scores": [float(s) for s in pred.scores.numpy().astype(np.float64)],
+        }
+        return EpisodeOutcome(record, scores)
+    except Exception as exc:  # noqa: BLE001 - the reason is recorded, the run goes on
+        reason = f"{type(exc).__name__}: {exc}"
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        reason += f" (at {Path(where.filename).name}:{where.lineno})"
+        empty = {"image_auroc": None, "pixel_auroc": None, "aupro": None}
+        return EpisodeOutcome(_record(task, ref, STATUS_FAILED, empty, {}, timing, provenance, reason))
+
+
+def _record(
+    task: EpisodeTask,
+    ref: MethodRef,
+    status: str,
+    values: dict[str, float | None],
+    notes: dict[str, str],
+    timing: dict[str, float | None],
+    provenance: dict[str, Any],
+    error: str | None,
+) -> EpisodeRecord:
+    episode = task.episode
+    record = EpisodeRecord(
+        run_id=task.run_id,
+        method=ref,
+        protocol=episode.protocol,
+        protocol_version=episode.protocol_version,
+        protocol_hash=task.protocol.definition_hash(),
+        dataset=episode.dataset,
+        category=episode.category,
+        k=episode.k,
+        seed=episode.seed,
+        support_manifest_hash=task.support_hash,
+        status=status,
+        metrics=values,
+        metric_notes=notes,
+        metrics_version=metrics.METRICS_VERSION,
+        timing=timing,
+        env=task.env,
+        provenance=provenance,
+        error=error,
+    )
+    if status == STATUS_OK:
+        from dataclasses import replace
+
+        record = replace(record, scores_file=scores_file_name(record.result_key))
+    return record

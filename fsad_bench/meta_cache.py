@@ -1,0 +1,46 @@
+"""Cache of meta-trained weights keyed by (method, version, params, held-out, seed, data).
+
+A sweep over K then meta-trains once per held-out category and seed. A file lock makes a
+second worker wait for the first instead of training the same network twice.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from fsad_bench.method import MetaTrainSet
+
+
+def meta_key(name: str, version: str, params: dict[str, Any], held_out: str, seed: int,
+             data_hash: str) -> str:  # fmt: skip
+    payload = json.dumps([name, version, params, held_out, seed, data_hash], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:24]
+
+
+def meta_fit_cached(
+    method: Any, key: str, build_set: Callable[[], MetaTrainSet], cache_dir: Path | None
+) -> bool:
+    """Meta-fit ``method`` or load its cached meta state; returns True on a cache hit."""
+    if cache_dir is None:
+        method.meta_fit(build_set())
+        return False
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    path = cache_dir / f"{method.info.name}-{key}.pt"
+    with open(cache_dir / f".{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if path.exists():
+            method.load_meta_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+            return True
+        method.meta_fit(build_set())
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        torch.save(method.meta_state_dict(), tmp)
+        os.replace(tmp, path)
+        return False

@@ -1,0 +1,93 @@
+"""The method contract every plugin implements, built-in or external.
+
+Plugins receive tensors only (never paths, labels or the test set while fitting), so the
+train/test wall is enforced by construction in the runner.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from fsad_bench.records import Prediction
+
+
+class NotFittedError(RuntimeError):
+    """predict() called before fit(): a contract error, not a data error."""
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    name: str  # explicit registry name, never derived from a class name
+    version: str
+    produces_maps: bool  # False -> pixel metrics are "not applicable", not missing
+    needs_meta_train: bool
+    min_k: int = 1
+    deterministic: bool = True
+
+
+@dataclass(frozen=True)
+class MetaTrainSet:
+    """Normal training images of the M-1 categories other than ``held_out``.
+
+    ``data_hash`` identifies the images so meta-trained weights can be cached safely.
+    """
+
+    images: Mapping[str, Tensor]
+    held_out: str
+    data_hash: str
+    seed: int
+
+
+@runtime_checkable
+class Method(Protocol):
+    info: ClassVar[MethodInfo]
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]]
+
+    def __init__(self, **params: Any) -> None: ...
+
+    def get_params(self) -> dict[str, Any]:
+        """JSON-serialisable parameters that rebuild an equivalent method."""
+        ...
+
+    def meta_fit(self, tasks: MetaTrainSet) -> None: ...
+
+    def fit(self, support: Tensor) -> None:
+        """Adapt to (K,3,H,W) normal images in [0,1]; resets any earlier episode state."""
+        ...
+
+    def predict(self, images: Tensor) -> Prediction:
+        """Scores (B,), higher = more anomalous; maps (B,H,W) at input size, or None."""
+        ...
+
+
+class MethodBase:
+    """Optional convenience base: parameter defaults, validation and get_params.
+
+    Subclasses declare ``defaults``; unknown parameters fail loudly instead of being ignored,
+    which is how silently unapplied settings (e.g. a seed nobody uses) get caught.
+    """
+
+    info: ClassVar[MethodInfo]
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
+
+    def __init__(self, **params: Any) -> None:
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise TypeError(
+                f"{self.info.name}: unknown parameter(s) {unknown}; "
+                f"valid parameters are {sorted(self.defaults)}"
+            )
+        self.params: dict[str, Any] = {**self.defaults, **params}
+
+    def get_params(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def meta_fit(self, tasks: MetaTrainSet) -> None:
+        if self.info.needs_meta_train:
+            raise NotImplementedError(f"{self.info.name} declares needs_meta_train but no meta_fit")

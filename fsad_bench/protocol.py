@@ -1,0 +1,261 @@
+"""Protocol files -> episodes, leave-one-out meta-train sets, and frozen support manifests.
+
+A protocol file is small, versioned YAML (``include:`` inherits from another file). The
+support images of every episode are a pure function of (protocol, category, seed, k), and
+can be frozen into a manifest so that two machines provably evaluate the same images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from fsad_bench.errors import DatasetError, ProtocolError
+from fsad_bench.records import METRIC_NAMES, Episode
+
+PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "protocols"
+META_TRAIN_RULES = ("leave_one_out", "none")
+_KEYS = {
+    "name", "version", "dataset", "layout", "data_root", "categories", "shots", "seeds",
+    "image_size", "meta_train", "metrics", "support_manifest", "layout_options",
+    "description", "include",
+}  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Protocol:
+    name: str
+    version: str
+    dataset: str
+    layout: str
+    categories: tuple[str, ...]
+    shots: tuple[int, ...]
+    seeds: tuple[int, ...]
+    image_size: int
+    data_root: str | None = None
+    meta_train: str = "leave_one_out"
+    metrics: tuple[str, ...] = METRIC_NAMES
+    support_manifest: str | None = None
+    layout_options: dict[str, Any] = field(default_factory=dict)
+    description: str = ""
+    source: str | None = None
+
+    @property
+    def ref(self) -> str:
+        return f"{self.name}@{self.version}"
+
+    def definition_hash(self) -> str:
+        """Hash of what defines results; shots/seeds only select episodes, roots are local."""
+        ident = {
+            "name": self.name,
+            "version": self.version,
+            "dataset": self.dataset,
+            "layout": self.layout,
+            "categories": list(self.categories),
+            "image_size": self.image_size,
+            "meta_train": self.meta_train,
+            "layout_options": self.layout_options,
+            "support_manifest": _manifest_digest(self.manifest_path()),
+        }
+        return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
+
+    def manifest_path(self) -> Path | None:
+        if not self.support_manifest:
+            return None
+        base = Path(self.source).parent if self.source else PROTOCOL_DIR
+        return (base / self.support_manifest).resolve()
+
+    def episodes(self) -> Iterator[Episode]:
+        for category in self.categories:
+            for k in self.shots:
+                for seed in self.seeds:
+                    yield Episode(self.name, self.version, self.dataset, category, k, seed)
+
+    def with_overrides(self, **changes: Any) -> Protocol:
+        changes = {key: value for key, value in changes.items() if value is not None}
+        for key in ("categories", "shots", "seeds"):
+            if key in changes:
+                changes[key] = tuple(changes[key])
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _manifest_digest(path: Path | None) -> str | None:
+    if path is None:
+        return None
+    if not path.exists():
+        return "missing"
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def find_protocol_file(name_or_path: str) -> Path:
+    """Accept a path or the name of a built-in protocol under protocols/."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml") and path.exists():
+        return path
+    builtin = PROTOCOL_DIR / f"{name_or_path}.yaml"
+    if builtin.exists():
+        return builtin
+    known = ", ".join(p.stem for p in list_protocol_files())
+    raise ProtocolError(f"protocol {name_or_path!r} not found; pass a .yaml path or one of: {known}")
+
+
+def list_protocol_files() -> list[Path]:
+    return sorted(PROTOCOL_DIR.glob("*.yaml"))
+
+
+def _read_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ProtocolError(f"{path}: include cycle through {[str(p) for p in seen]}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ProtocolError(f"{path}: cannot read protocol file ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ProtocolError(f"{path}: a protocol file must be a YAML mapping")
+    unknown = set(data) - _KEYS
+    if unknown:
+        raise ProtocolError(f"{path}: unknown keys {sorted(unknown)}; valid keys: {sorted(_KEYS)}")
+    parent = data.pop("include", None)
+    if parent:
+        base = _read_yaml(path.parent / parent, (*seen, path))
+        base.update(data)
+        data = base
+    return data
+
+
+def load_protocol(name_or_path: str) -> Protocol:
+    path = find_protocol_file(name_or_path)
+    data = _read_yaml(path)
+    missing = {"name", "version", "dataset", "layout", "shots", "seeds", "image_size"} - set(data)
+    if missing:
+        raise ProtocolError(f"{path}: missing keys {sorted(missing)}")
+    if data.get("meta_train", "leave_one_out") not in META_TRAIN_RULES:
+        raise ProtocolError(f"{path}: meta_train must be one of {META_TRAIN_RULES}")
+    bad_metrics = set(data.get("metrics", METRIC_NAMES)) - set(METRIC_NAMES)
+    if bad_metrics:
+        raise ProtocolError(f"{path}: unknown metrics {sorted(bad_metrics)}")
+    return Protocol(
+        name=str(data["name"]),
+        version=str(data["version"]),
+        dataset=str(data["dataset"]),
+        layout=str(data["layout"]),
+        categories=tuple(data.get("categories") or ()),
+        shots=tuple(int(k) for k in data["shots"]),
+        seeds=tuple(int(s) for s in data["seeds"]),
+        image_size=int(data["image_size"]),
+        data_root=data.get("data_root"),
+        meta_train=data.get("meta_train", "leave_one_out"),
+        metrics=tuple(data.get("metrics", METRIC_NAMES)),
+        support_manifest=data.get("support_manifest"),
+        layout_options=dict(data.get("layout_options") or {}),
+        description=str(data.get("description", "")).strip(),
+        source=str(path.resolve()),
+    )
+
+
+def adhoc_protocol(layout: str, data_root: Path, categories: Sequence[str]) -> Protocol:
+    """A protocol for any folder in a known layout, so users need not write a file."""
+    return Protocol(
+        name=f"{layout}_folder_loo",
+        version="auto",
+        dataset=Path(data_root).name or "custom",
+        layout=layout,
+        categories=tuple(categories),
+        shots=(1, 2, 4, 8),
+        seeds=(0, 1, 2),
+        image_size=256,
+        data_root=str(data_root),
+        description=f"leave-one-out over the categories found in {data_root}",
+    )
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 32-bit seed from any parts (Python's hash() is salted per process)."""
+    digest = hashlib.sha256("/".join(str(p) for p in parts).encode()).digest()
+    return int.from_bytes(digest[:4], "little")
+
+
+def sample_support(
+    protocol: Protocol, category: str, k: int, seed: int, pool: Sequence[str]
+) -> list[str]:
+    """K relative paths from the sorted pool; nested in K for a fixed seed (K=1 ⊂ K=2 ...)."""
+    import numpy as np
+
+    ordered = sorted(pool)
+    if k < 1:
+        raise ProtocolError(f"K must be at least 1, got {k}")
+    if k > len(ordered):
+        raise ProtocolError(
+            f"category {category!r} has only {len(ordered)} normal training images; "
+            f"K={k} is too large, use --shots with values <= {len(ordered)}"
+        )
+    rng = np.random.default_rng(derive_seed(protocol.ref, category, "support", seed))
+    order = rng.permutation(len(ordered))
+    return [ordered[i] for i in order[:k]]
+
+
+def manifest_key(category: str, k: int, seed: int) -> str:
+    return f"{category}/k{k}/seed{seed}"
+
+
+@dataclass(frozen=True)
+class SupportEntry:
+    path: str
+    sha256: str | None = None
+
+
+def load_manifest(path: Path) -> dict[str, list[SupportEntry]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {
+            key: [SupportEntry(**entry) for entry in entries]
+            for key, entries in data["supports"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ProtocolError(
+            f"{path}: unreadable support manifest ({exc}); restore it from git"
+        ) from exc
+
+
+def write_manifest(path: Path, protocol: Protocol, supports: dict[str, list[SupportEntry]]) -> None:
+    payload = {
+        "protocol": protocol.name,
+        "version": protocol.version,
+        "hash": "sha256 of decoded pixels (fsad_bench.datasets.hashing.pixel_sha256)",
+        "supports": {key: [asdict(e) for e in supports[key]] for key in sorted(supports)},
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def support_hash(entries: Sequence[SupportEntry]) -> str:
+    payload = json.dumps([asdict(e) for e in entries], sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+def check_entries(root: Path, entries: Sequence[SupportEntry], manifest: Path | None) -> None:
+    """A frozen manifest must match the data on disk, or results are not comparable."""
+    from fsad_bench.datasets.hashing import pixel_sha256
+
+    for entry in entries:
+        file = root / entry.path
+        if not file.exists():
+            raise DatasetError(
+                f"{file}: listed in support manifest {manifest} but missing; "
+                "check --data-root points at an unmodified copy of the dataset"
+            )
+        if entry.sha256 and pixel_sha256(file) != entry.sha256:
+            raise DatasetError(
+                f"{file}: pixels differ from support manifest {manifest}; "
+                "this copy of the dataset differs from the one the protocol was frozen on"
+            )

@@ -1,0 +1,256 @@
+"""Plan and run a benchmark: validate data up front, skip finished episodes, fan out.
+
+The parent process is the only writer of records: workers return outcomes, the parent
+writes the score sidecar and then the record line, so a kill never leaves half a result.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+from fsad_bench.datasets import get_layout
+from fsad_bench.datasets.base import Category
+from fsad_bench.errors import FsadError, ProtocolError
+from fsad_bench.protocol import (
+    Protocol,
+    SupportEntry,
+    check_entries,
+    load_manifest,
+    manifest_key,
+    sample_support,
+    support_hash,
+    write_manifest,
+)
+from fsad_bench.records import STATUS_OK, Episode, EpisodeRecord
+from fsad_bench.registry import resolve
+from fsad_bench.results import (
+    RecordWriter,
+    environment,
+    read_records,
+    write_json_atomic,
+)
+
+RUN_CONFIG = "run.json"
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The one run configuration, built the same way from CLI options and from a file."""
+
+    protocol: Protocol
+    methods: tuple[str, ...]
+    out_dir: Path
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    workers: int = 1
+    device: str = "cpu"
+    batch_size: int = 16
+    retry_failed: bool = False
+    only_categories: tuple[str, ...] | None = None
+
+    def episodes(self) -> list[Episode]:
+        """The protocol's episodes, optionally restricted to some held-out categories."""
+        only = self.only_categories
+        return [e for e in self.protocol.episodes() if not only or e.category in only]
+
+    def identity(self) -> dict[str, Any]:
+        """What must not change when a run directory is resumed."""
+        return {
+            "protocol": self.protocol.ref,
+            "protocol_hash": self.protocol.definition_hash(),
+            "image_size": self.protocol.image_size,
+            "method_params": {m: self.method_params.get(m, {}) for m in self.methods},
+        }
+
+
+@dataclass
+class RunSummary:
+    out_dir: Path
+    played: int
+    skipped: int
+    failed: list[EpisodeRecord]
+
+
+def load_categories(protocol: Protocol) -> dict[str, Category]:
+    """List (not decode) every category first: bad layouts fail before any work starts."""
+    layout = get_layout(protocol.layout)
+    root = Path(protocol.data_root) if protocol.data_root else None
+    names = protocol.categories or tuple(layout.discover_categories(root))
+    if not names:
+        raise ProtocolError(f"no categories found under {root}; check --data-root and --layout")
+    return {
+        name: layout.load_category(root, name, **protocol.layout_options) for name in names
+    }
+
+
+def plan_supports(
+    protocol: Protocol, categories: dict[str, Category], episodes: Iterable[Episode]
+) -> dict[str, list[SupportEntry]]:
+    """Support sets from the frozen manifest where it has them, sampled (seeded) otherwise."""
+    manifest_path = protocol.manifest_path()
+    frozen = load_manifest(manifest_path) if manifest_path and manifest_path.exists() else {}
+    supports: dict[str, list[SupportEntry]] = {}
+    for episode in episodes:
+        category = categories[episode.category]
+        key = manifest_key(episode.category, episode.k, episode.seed)
+        if key in frozen:
+            entries = frozen[key]
+            check_entries(category.root, entries, manifest_path)
+        else:
+            pool = [category.relpath(p) for p in category.train_normal]
+            paths = sample_support(protocol, episode.category, episode.k, episode.seed, pool)
+            entries = [SupportEntry(p) for p in paths]
+        supports[key] = entries
+    return supports
+
+
+def _check_resume(config: RunConfig) -> None:
+    path = config.out_dir / RUN_CONFIG
+    if not path.exists():
+        return
+    previous = json.loads(path.read_text(encoding="utf-8")).get("identity", {})
+    current = json.loads(json.dumps(config.identity()))
+    for name, params in current["method_params"].items():
+        old = previous.get("method_params", {}).get(name)
+        if old is not None and old != params:
+            raise FsadError(
+                f"{path}: {name} ran here with params {old}, now {params}; use a new --out"
+            )
+    for key in ("protocol", "protocol_hash", "image_size"):
+        if previous.get(key) != current[key]:
+            raise FsadError(
+                f"{path}: this run directory holds {key}={previous.get(key)!r}, not "
+                f"{current[key]!r}; use a new --out directory"
+            )
+
+
+def _write_run_config(config: RunConfig, env: dict[str, Any]) -> None:
+    path = config.out_dir / RUN_CONFIG
+    previous = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
+    merged = previous.get("identity", {}).get("method_params", {})
+    identity = config.identity()
+    identity["method_params"] = {**merged, **identity["method_params"]}
+    payload = {
+        "identity": identity,
+        "protocol": {**config.protocol.to_dict(), "source": None},
+        "methods": sorted(set(previous.get("methods", [])) | set(config.methods)),
+        "env": env,
+    }
+    write_json_atomic(path, json.loads(json.dumps(payload, default=str)))
+
+
+def build_tasks(
+    config: RunConfig,
+    categories: dict[str, Category],
+    supports: dict[str, list[SupportEntry]],
+    run_id: str,
+    env: dict[str, Any],
+) -> Iterator[Any]:
+    from fsad_bench.episode import EpisodeTask
+
+    protocol = config.protocol
+    for spec in config.methods:
+        for episode in config.episodes():
+            entries = supports[manifest_key(episode.category, episode.k, episode.seed)]
+            others = tuple(c for c in categories if c != episode.category)
+            yield EpisodeTask(
+                run_id=run_id,
+                episode=episode,
+                method_spec=spec,
+                method_params=config.method_params.get(spec, {}),
+                protocol=protocol,
+                data_root=protocol.data_root,
+                support=tuple(entries),
+                support_hash=support_hash(entries),
+                meta_categories=others if protocol.meta_train == "leave_one_out" else (),
+                device=config.device,
+                env=env,
+                batch_size=config.batch_size,
+                cache_dir=str(config.out_dir / "meta_cache"),
+                threads=1 if config.workers > 1 else None,
+            )
+
+
+def _result_key(task: Any) -> str:
+    name, _, preset = task.method_spec.partition(".")
+    return f"{name}:{preset}:{task.episode.key}"
+
+
+def _execute(tasks: list[Any], workers: int) -> Iterable[Any]:
+    from fsad_bench.episode import play
+
+    if workers <= 1:
+        for task in tasks:
+            yield play(task)
+        return
+    context = get_context("spawn")  # fork after torch/OpenMP initialisation can deadlock
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        futures = [pool.submit(play, task) for task in tasks]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSummary:
+    log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    for spec in config.methods:
+        resolved = resolve(spec, config.method_params.get(spec))
+        if resolved.cls.info.needs_meta_train and config.protocol.meta_train == "none":
+            raise ProtocolError(f"{spec} needs meta-training but the protocol has meta_train: none")
+    categories = load_categories(config.protocol)
+    protocol = config.protocol.with_overrides(categories=tuple(categories))
+    config = RunConfig(**{**config.__dict__, "protocol": protocol})
+    unknown = set(config.only_categories or ()) - set(categories)
+    if unknown:
+        raise ProtocolError(
+            f"--categories {sorted(unknown)} not in {protocol.ref}; known: {', '.join(categories)}"
+        )
+    supports = plan_supports(protocol, categories, config.episodes())
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    _check_resume(config)
+    writer = RecordWriter(config.out_dir)
+    done = {
+        r.result_key
+        for r in (read_records(writer.path) if writer.path.exists() else [])
+        if r.status == STATUS_OK or not config.retry_failed
+    }
+    env = environment(config.device)
+    _write_run_config(config, env)
+    write_manifest(config.out_dir / "support_manifest.json", protocol, supports)
+    run_id = uuid.uuid4().hex[:12]
+    tasks = [t for t in build_tasks(config, categories, supports, run_id, env)]
+    pending = [t for t in tasks if _result_key(t) not in done]
+    skipped = len(tasks) - len(pending)
+    log(
+        f"{protocol.ref}: {len({t.episode.category for t in tasks})} categories x K={list(protocol.shots)} x "
+        f"seeds={list(protocol.seeds)} x {len(config.methods)} method(s) = {len(tasks)} episodes"
+        + (f"; {skipped} already done in {config.out_dir}, skipped" if skipped else "")
+    )
+    failed: list[EpisodeRecord] = []
+    start = time.perf_counter()
+    for index, outcome in enumerate(_execute(pending, config.workers), start=1):
+        record = outcome.record
+        if outcome.scores is not None and record.scores_file:
+            write_json_atomic(config.out_dir / record.scores_file, outcome.scores)
+        writer.append(record)
+        if record.status != STATUS_OK:
+            failed.append(record)
+        log(_progress_line(index, len(pending), record, time.perf_counter() - start))
+    return RunSummary(config.out_dir, len(pending), skipped, failed)
+
+
+def _progress_line(index: int, total: int, record: EpisodeRecord, elapsed: float) -> str:
+    eta = elapsed / index * (total - index)
+    head = f"[{index}/{total} {elapsed:5.0f}s, eta {eta:4.0f}s] {record.method.name} "
+    head += f"{record.category} k={record.k} seed={record.seed}: "
+    if record.status != STATUS_OK:
+        return head + f"FAILED {record.error}"
+    parts = [f"{name}={value:.3f}" for name, value in record.metrics.items() if value is not None]
+    return head + " ".join(parts)

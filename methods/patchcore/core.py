@@ -1,0 +1,144 @@
+"""PatchCore in pure torch (+ faiss for exact nearest neighbours); no harness imports.
+
+Mid-level backbone features are averaged over a 3x3 neighbourhood, concatenated at the
+finest resolution, subsampled by greedy k-center coreset selection on a random projection,
+and a test patch scores its distance to the nearest memory patch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import faiss
+import kornia
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def aggregate_features(features: Sequence[Tensor], embed_dim: int | None = None) -> Tensor:
+    """3x3 local average per layer, upsampled to the finest layer and concatenated."""
+    target = features[0].shape[-2:]
+    pooled = []
+    for feature in features:
+        feature = F.avg_pool2d(feature, 3, stride=1, padding=1, count_include_pad=False)
+        if feature.shape[-2:] != target:
+            feature = F.interpolate(feature, size=target, mode="bilinear", align_corners=False)
+        pooled.append(feature)
+    embedding = torch.cat(pooled, dim=1)
+    if embed_dim is not None and embed_dim < embedding.shape[1]:
+        n, c, h, w = embedding.shape
+        flat = embedding.permute(0, 2, 3, 1).reshape(-1, 1, c)
+        flat = F.adaptive_avg_pool1d(flat, embed_dim)
+        embedding = flat.reshape(n, h, w, embed_dim).permute(0, 3, 1, 2)
+    return embedding
+
+
+def greedy_coreset(
+    bank: Tensor, n_select: int, projection_dim: int | None, generator: torch.Generator
+) -> Tensor:
+    """Indices of a k-center greedy coreset, chosen on a random Gaussian projection.
+
+    Each step adds the point farthest from the current coreset, so the selection covers the
+    bank's support with few points; distances on a 128-d projection keep it cheap.
+    """
+    n_select = max(1, min(n_select, len(bank)))
+    if n_select == len(bank):
+        return torch.arange(len(bank), device=bank.device)
+    points = bank
+    if projection_dim is not None and projection_dim < bank.shape[1]:
+        weight = torch.randn(bank.shape[1], projection_dim, generator=generator) / math.sqrt(
+            projection_dim
+        )
+        points = bank @ weight.to(bank)
+    start = int(torch.randint(len(points), (1,), generator=generator))
+    selected = torch.empty(n_select, dtype=torch.long)
+    selected[0] = start
+    min_dist = torch.linalg.vector_norm(points - points[start], dim=1)
+    for i in range(1, n_select):
+        index = int(torch.argmax(min_dist))
+        selected[i] = index
+        min_dist = torch.minimum(min_dist, torch.linalg.vector_norm(points - points[index], dim=1))
+    return selected.to(bank.device)
+
+
+class FaissNearestNeighbours:
+    """Exact L2 search (IndexFlatL2): results do not depend on index training or threads."""
+
+    def __init__(self) -> None:
+        self.index: faiss.Index | None = None
+
+    def fit(self, bank: Tensor) -> None:
+        data = np.ascontiguousarray(bank.detach().cpu().numpy(), dtype=np.float32)
+        self.index = faiss.IndexFlatL2(data.shape[1])
+        self.index.add(data)
+
+    def distances(self, queries: Tensor, k: int) -> Tensor:
+        """Euclidean distances to the k nearest memory patches, shape (N, k)."""
+        if self.index is None:
+            raise RuntimeError("nearest-neighbour index used before fit")
+        data = np.ascontiguousarray(queries.detach().cpu().numpy(), dtype=np.float32)
+        squared, _ = self.index.search(data, k)
+        return torch.from_numpy(np.sqrt(np.maximum(squared, 0.0))).to(queries.device)
+
+
+def smooth_maps(patch_scores: Tensor, size: tuple[int, int], sigma: float) -> Tensor:
+    """Bilinear upsampling to the input size, then Gaussian smoothing as in the paper."""
+    maps = F.interpolate(patch_scores[:, None], size=size, mode="bilinear", align_corners=False)
+    if sigma > 0:
+        radius = int(4 * sigma + 0.5)
+        maps = kornia.filters.gaussian_blur2d(
+            maps, (2 * radius + 1, 2 * radius + 1), (sigma, sigma), border_type="reflect"
+        )
+    return maps[:, 0]
+
+
+class PatchCoreModel:
+    """Memory bank of normal patch features; ``extractor`` maps images to feature maps."""
+
+    def __init__(
+        self,
+        extractor: nn.Module,
+        coreset_ratio: float = 0.1,
+        projection_dim: int | None = 128,
+        num_neighbours: int = 1,
+        sigma: float = 4.0,
+        embed_dim: int | None = None,
+    ) -> None:
+        if not 0 < coreset_ratio <= 1:
+            raise ValueError(f"coreset_ratio must be in (0, 1], got {coreset_ratio}")
+        self.extractor = extractor
+        self.coreset_ratio = coreset_ratio
+        self.projection_dim = projection_dim
+        self.num_neighbours = num_neighbours
+        self.sigma = sigma
+        self.embed_dim = embed_dim
+        self.search = FaissNearestNeighbours()
+        self.bank_size = 0
+
+    @torch.no_grad()
+    def embed(self, images: Tensor) -> Tensor:
+        """(N,3,H,W) -> (N,C,h,w) patch embeddings."""
+        return aggregate_features(self.extractor(images), self.embed_dim)
+
+    @torch.no_grad()
+    def fit(self, images: Tensor, generator: torch.Generator) -> None:
+        embedding = self.embed(images)
+        bank = embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1])
+        n_select = math.ceil(self.coreset_ratio * len(bank))
+        bank = bank[greedy_coreset(bank, n_select, self.projection_dim, generator)]
+        self.search.fit(bank)
+        self.bank_size = len(bank)
+
+    @torch.no_grad()
+    def score(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """Image scores (max patch distance) and smoothed maps at the input resolution."""
+        embedding = self.embed(images)
+        n, c, h, w = embedding.shape
+        queries = embedding.permute(0, 2, 3, 1).reshape(-1, c)
+        k = min(self.num_neighbours, self.bank_size)
+        patch = self.search.distances(queries, k).mean(dim=1).reshape(n, h, w)
+        scores = patch.flatten(1).max(dim=1).values
+        return scores, smooth_maps(patch, tuple(images.shape[-2:]), self.sigma)

@@ -1,0 +1,82 @@
+"""PatchCore core pieces against independent numpy/torch computations."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from fsad_methods.patchcore.core import (
+    FaissNearestNeighbours,
+    PatchCoreModel,
+    aggregate_features,
+    greedy_coreset,
+)
+
+
+def reference_k_center(points: np.ndarray, n: int, start: int) -> list[int]:
+    """Textbook greedy k-center on a full distance matrix."""
+    dist = np.linalg.norm(points[:, None] - points[None], axis=-1)
+    chosen = [start]
+    for _ in range(n - 1):
+        chosen.append(int(np.argmax(dist[:, chosen].min(axis=1))))
+    return chosen
+
+
+def test_greedy_coreset_equals_textbook_k_center() -> None:
+    bank = torch.randn(300, 16, generator=torch.Generator().manual_seed(0))
+    picked = greedy_coreset(bank, 30, None, torch.Generator().manual_seed(5))
+    expected = reference_k_center(bank.numpy().astype(np.float64), 30, int(picked[0]))
+    assert picked.tolist() == expected
+
+
+def test_coreset_covers_better_than_random() -> None:
+    generator = torch.Generator().manual_seed(1)
+    bank = torch.cat([torch.randn(500, 8, generator=generator), 10 + torch.randn(5, 8, generator=generator)])
+    picked = greedy_coreset(bank, 20, 4, torch.Generator().manual_seed(2))
+    # the 5 far outliers form their own cluster: the k-center coreset must reach it
+    assert (picked >= 500).any()
+    assert len(set(picked.tolist())) == 20
+
+
+def test_faiss_distances_equal_brute_force() -> None:
+    generator = torch.Generator().manual_seed(3)
+    bank, queries = torch.randn(200, 12, generator=generator), torch.randn(50, 12, generator=generator)
+    search = FaissNearestNeighbours()
+    search.fit(bank)
+    expected = torch.cdist(queries.double(), bank.double()).topk(3, largest=False).values
+    torch.testing.assert_close(search.distances(queries, 3).double(), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_aggregate_features_shapes_and_local_average() -> None:
+    fine, coarse = torch.randn(2, 4, 8, 8), torch.randn(2, 6, 4, 4)
+    out = aggregate_features([fine, coarse])
+    assert out.shape == (2, 10, 8, 8)
+    # interior 3x3 mean of the fine map
+    torch.testing.assert_close(out[:, :4, 3, 3], fine[:, :, 2:5, 2:5].mean(dim=(-1, -2)))
+    assert aggregate_features([fine, coarse], embed_dim=5).shape == (2, 5, 8, 8)
+
+
+class PixelFeatures(nn.Module):
+    """A stand-in backbone: stride-4 average features of the image itself."""
+
+    def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return [torch.nn.functional.avg_pool2d(images, 4)]
+
+
+def test_support_scores_zero_with_full_bank_and_defect_scores_high() -> None:
+    generator = torch.Generator().manual_seed(4)
+    support = 0.5 + 0.05 * torch.randn(3, 3, 32, 32, generator=generator)
+    model = PatchCoreModel(PixelFeatures(), coreset_ratio=1.0, sigma=1.0)
+    model.fit(support, torch.Generator().manual_seed(0))
+    scores, maps = model.score(support)
+    assert torch.allclose(scores, torch.zeros(3), atol=1e-3)
+    defect = support[:1].clone()
+    defect[:, :, 8:16, 8:16] = 1.0
+    defect_scores, defect_maps = model.score(defect)
+    # 2x2 defect cells of +0.5 per channel, diluted by the 3x3 average: about 0.37
+    assert defect_scores[0] > 0.2
+    assert maps.shape == (3, 32, 32)
+    # the map peaks inside the defect
+    peak = divmod(int(defect_maps[0].argmax()), 32)
+    assert 6 <= peak[0] <= 17 and 6 <= peak[1] <= 17
