@@ -1,0 +1,121 @@
+"""MVTec AD and MPDD: ``cat/train/good``, ``cat/test/<defect>``, ``cat/ground_truth/<defect>``.
+
+The mask of ``test/<defect>/<stem>.png`` is ``ground_truth/<defect>/<stem>_mask.png``; good
+images have none. The layout promises pixel masks, so a missing mask is an error rather
+than a silent fall-back to image-level labels (use the ``folder`` layout for those).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from fsad_bench.datasets.base import GOOD, Category, TestItem
+from fsad_bench.errors import DatasetError
+
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in ``folder``, sorted by name; hidden files (``.DS_Store``,
+    ``._x.png`` from macOS archives) and other suffixes are skipped."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        (
+            p
+            for p in folder.iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+        ),
+        key=lambda p: p.name,
+    )
+
+
+def subdirs(folder: Path) -> list[Path]:
+    """Visible subdirectories, sorted by name."""
+    if not folder.is_dir():
+        return []
+    return sorted(
+        (p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")),
+        key=lambda p: p.name,
+    )
+
+
+def require_root(root: Path | None, expected: str) -> Path:
+    """The data root, or an error saying what it must contain."""
+    if root is None:
+        raise DatasetError(
+            f"this layout needs --data-root pointing at the folder that contains {expected}"
+        )
+    root = Path(root)
+    if not root.is_dir():
+        raise DatasetError(
+            f"data root {root} does not exist; pass --data-root pointing at the folder "
+            f"that contains {expected}"
+        )
+    return root
+
+
+def reject_options(layout: str, options: dict[str, Any], valid: tuple[str, ...] = ()) -> None:
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        allowed = ", ".join(valid) if valid else "none"
+        raise DatasetError(
+            f"unknown layout_options {unknown} for layout {layout!r}; valid options: {allowed}"
+        )
+
+
+def unknown_category(root: Path, name: str, available: list[str]) -> DatasetError:
+    listed = ", ".join(available) if available else "none found"
+    return DatasetError(f"category {name!r} not found under {root}; available: {listed}")
+
+
+_EXPECTED = "<category>/train/good"
+
+
+def discover_categories(root: Path | None) -> list[str]:
+    """Sorted names of the folders under ``root`` that have ``train/good``."""
+    root = require_root(root, _EXPECTED)
+    names = [d.name for d in subdirs(root) if (d / "train" / GOOD).is_dir()]
+    if not names:
+        raise DatasetError(f"{root}: no category folders with train/good; expected {_EXPECTED}")
+    return names
+
+
+def _masks_by_stem(folder: Path) -> dict[str, Path]:
+    return {p.stem: p for p in reversed(list_images(folder))}  # first name wins on clashes
+
+
+def load_category(root: Path | None, name: str, **options: Any) -> Category:
+    """List (not decode) one category's training and test images and their masks."""
+    reject_options("mvtec", options)
+    root = require_root(root, _EXPECTED)
+    folder = root / name
+    if not (folder / "train" / GOOD).is_dir():
+        raise unknown_category(root, name, discover_categories(root))
+    train = tuple(list_images(folder / "train" / GOOD))
+    if not train:
+        raise DatasetError(f"{folder / 'train' / GOOD}: no training images in category {name!r}")
+    defects = subdirs(folder / "test")
+    truth = folder / "ground_truth"
+    if any(d.name != GOOD for d in defects) and not truth.is_dir():
+        raise DatasetError(
+            f"{truth} does not exist but {folder / 'test'} has defect folders; the MVTec layout "
+            "needs pixel masks: restore ground_truth or use the 'folder' layout for image labels"
+        )
+    test: list[TestItem] = []
+    for defect in defects:
+        images = list_images(defect)
+        if defect.name == GOOD:
+            test.extend(TestItem(p, 0, GOOD) for p in images)
+            continue
+        masks = _masks_by_stem(truth / defect.name)
+        for image in images:
+            mask = masks.get(f"{image.stem}_mask")
+            if mask is None:
+                expected = truth / defect.name / f"{image.stem}_mask.png"
+                raise DatasetError(f"{image}: defect image has no mask; expected {expected}")
+            test.append(TestItem(image, 1, defect.name, mask))
+    if not test:
+        raise DatasetError(f"{folder / 'test'}: no test images in category {name!r}")
+    return Category(name, root, train, tuple(test), has_masks=True)
