@@ -45,6 +45,16 @@ class MetaTrainSet:
 
 @runtime_checkable
 class Method(Protocol):
+    """The plugin contract.
+
+    Methods with ``info.needs_meta_train`` also implement ``meta_state_dict() -> dict`` and
+    ``load_meta_state_dict(state)`` (tensors only: it is saved with torch.save and loaded
+    with ``weights_only=True``) so the runner can cache meta-training across K. Optional:
+    ``to(device)``, ``provenance() -> dict`` (e.g. which backbone weights were used; it is
+    stored in every record) and ``conformance_params`` (a dict of cheap settings for the
+    conformance suite's tiny data).
+    """
+
     info: ClassVar[MethodInfo]
     presets: ClassVar[Mapping[str, Mapping[str, Any]]]
 

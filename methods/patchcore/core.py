@@ -11,11 +11,12 @@ import math
 from collections.abc import Sequence
 
 import faiss
-import kornia
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from fsad_methods.common.maps import upsample_and_smooth
 
 
 def aggregate_features(features: Sequence[Tensor], embed_dim: int | None = None) -> Tensor:
@@ -84,17 +85,6 @@ class FaissNearestNeighbours:
         return torch.from_numpy(np.sqrt(np.maximum(squared, 0.0))).to(queries.device)
 
 
-def smooth_maps(patch_scores: Tensor, size: tuple[int, int], sigma: float) -> Tensor:
-    """Bilinear upsampling to the input size, then Gaussian smoothing as in the paper."""
-    maps = F.interpolate(patch_scores[:, None], size=size, mode="bilinear", align_corners=False)
-    if sigma > 0:
-        radius = int(4 * sigma + 0.5)
-        maps = kornia.filters.gaussian_blur2d(
-            maps, (2 * radius + 1, 2 * radius + 1), (sigma, sigma), border_type="reflect"
-        )
-    return maps[:, 0]
-
-
 class PatchCoreModel:
     """Memory bank of normal patch features; ``extractor`` maps images to feature maps."""
 
@@ -141,4 +131,4 @@ class PatchCoreModel:
         k = min(self.num_neighbours, self.bank_size)
         patch = self.search.distances(queries, k).mean(dim=1).reshape(n, h, w)
         scores = patch.flatten(1).max(dim=1).values
-        return scores, smooth_maps(patch, tuple(images.shape[-2:]), self.sigma)
+        return scores, upsample_and_smooth(patch, tuple(images.shape[-2:]), self.sigma)

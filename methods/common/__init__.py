@@ -1,0 +1,1 @@
+"""Pieces shared by several method cores (pure torch, no harness imports)."""
