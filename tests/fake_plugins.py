@@ -1,0 +1,60 @@
+"""Plugins that misbehave or spy, registered in-process by tests (never installed)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from fsad_bench.method import MetaTrainSet, MethodBase, MethodInfo, NotFittedError
+from fsad_bench.records import Prediction
+
+
+class MeanDistance(MethodBase):
+    """Distance of each pixel to the support mean: tiny, deterministic, produces maps."""
+
+    info: ClassVar[MethodInfo] = MethodInfo("meandist", "0", True, False)
+
+    def fit(self, support: torch.Tensor) -> None:
+        self.mean = support.mean(dim=0)
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        if not hasattr(self, "mean"):
+            raise NotFittedError("fit first")
+        maps = (images - self.mean).abs().mean(dim=1)
+        return Prediction(maps.flatten(1).max(dim=1).values, maps)
+
+
+class NanScores(MeanDistance):
+    info: ClassVar[MethodInfo] = MethodInfo("nanscores", "0", True, False)
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        pred = super().predict(images)
+        return Prediction(torch.full_like(pred.scores, float("nan")), pred.maps)
+
+
+class Raises(MeanDistance):
+    info: ClassVar[MethodInfo] = MethodInfo("raises", "0", True, False)
+
+    def fit(self, support: torch.Tensor) -> None:
+        if len(support) > 1:
+            raise RuntimeError("cannot cope with more than one shot")
+        super().fit(support)
+
+
+class MetaSpy(MeanDistance):
+    """Records which categories meta_fit saw; the runner must never include the held-out one."""
+
+    info: ClassVar[MethodInfo] = MethodInfo("metaspy", "0", True, True)
+    defaults: ClassVar[dict[str, Any]] = {}
+    seen: ClassVar[list[tuple[str, int, tuple[str, ...]]]] = []
+
+    def meta_fit(self, tasks: MetaTrainSet) -> None:
+        MetaSpy.seen.append((tasks.held_out, tasks.seed, tuple(sorted(tasks.images))))
+        self.prior = torch.stack([v.mean() for v in tasks.images.values()]).mean()
+
+    def meta_state_dict(self) -> dict[str, torch.Tensor]:
+        return {"prior": self.prior}
+
+    def load_meta_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.prior = state["prior"]

@@ -1,0 +1,138 @@
+"""End-to-end runs on tiny MVTec-layout data: records, resume, failures, the train/test wall."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import make_mvtec_category
+
+from fsad_bench import registry
+from fsad_bench.config import build_run_config
+from fsad_bench.errors import DatasetError, PluginError, ProtocolError
+from fsad_bench.results import read_records
+from fsad_bench.runner import run
+
+FAKES = {
+    "meandist": "fake_plugins:MeanDistance",
+    "nanscores": "fake_plugins:NanScores",
+    "raises": "fake_plugins:Raises",
+    "metaspy": "fake_plugins:MetaSpy",
+}
+
+
+@pytest.fixture(autouse=True)
+def fake_plugins() -> Iterator[None]:
+    for name, target in FAKES.items():
+        registry.register(name, target)
+    yield
+    for name in FAKES:
+        registry.unregister(name)
+
+
+def config(root: Path, out: Path, methods: str = "meandist", **extra: object):
+    options = {"data_root": root, "layout": "mvtec", "methods": methods, "shots": "1,2",
+               "seeds": "0,1", "out": out, "image_size": 32, **extra}  # fmt: skip
+    return build_run_config(options)
+
+
+def test_run_writes_one_record_per_episode_with_scores(mvtec_root: Path, tmp_path: Path) -> None:
+    summary = run(config(mvtec_root, tmp_path / "run"), log=lambda _: None)
+    records = read_records(tmp_path / "run")
+    assert summary.played == len(records) == 3 * 2 * 2
+    assert {(r.category, r.k, r.seed) for r in records} == {
+        (c, k, s) for c in ("alpha", "beta", "gamma") for k in (1, 2) for s in (0, 1)
+    }
+    for record in records:
+        assert record.status == "ok"
+        assert all(0.0 <= v <= 1.0 for v in record.metrics.values())
+        sidecar = json.loads((tmp_path / "run" / record.scores_file).read_text())
+        assert len(sidecar["scores"]) == len(sidecar["labels"]) == 6
+        assert record.provenance["support"][0].startswith(f"{record.category}/train/good/")
+    # bright-square defects are trivially separable by the mean-distance method
+    assert all(r.metrics["image_auroc"] == 1.0 for r in records)
+
+
+def test_same_seed_same_scores(mvtec_root: Path, tmp_path: Path) -> None:
+    run(config(mvtec_root, tmp_path / "a"), log=lambda _: None)
+    run(config(mvtec_root, tmp_path / "b"), log=lambda _: None)
+    a, b = read_records(tmp_path / "a"), read_records(tmp_path / "b")
+    assert [(r.result_key, r.metrics, r.support_manifest_hash) for r in a] == [
+        (r.result_key, r.metrics, r.support_manifest_hash) for r in b
+    ]
+
+
+def test_resume_plays_only_missing_episodes(mvtec_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run(config(mvtec_root, out), log=lambda _: None)
+    full = {r.result_key: r.metrics for r in read_records(out)}
+    lines = (out / "records.jsonl").read_text().splitlines(keepends=True)
+    torn = "".join(lines[:7]) + lines[7][:50]  # as if killed while writing the 8th line
+    (out / "records.jsonl").write_text(torn)
+    summary = run(config(mvtec_root, out), log=lambda _: None)
+    assert (summary.played, summary.skipped) == (5, 7)
+    records = read_records(out)
+    assert len(records) == len({r.result_key for r in records}) == 12
+    assert {r.result_key: r.metrics for r in records} == full
+    assert run(config(mvtec_root, out), log=lambda _: None).played == 0
+
+
+def test_resume_refuses_different_params(mvtec_root: Path, tmp_path: Path) -> None:
+    run(config(mvtec_root, tmp_path / "run", categories="alpha"), log=lambda _: None)
+    from fsad_bench.errors import FsadError
+
+    with pytest.raises(FsadError, match="use a new --out"):
+        run(config(mvtec_root, tmp_path / "run", image_size=48), log=lambda _: None)
+
+
+def test_failures_are_recorded_and_the_run_goes_on(mvtec_root: Path, tmp_path: Path) -> None:
+    summary = run(config(mvtec_root, tmp_path / "run", methods="nanscores,raises,meandist"),
+                  log=lambda _: None)  # fmt: skip
+    records = read_records(tmp_path / "run")
+    by_method = {m: [r for r in records if r.method.name == m] for m in ("nanscores", "raises", "meandist")}
+    assert all(r.status == "failed" and "NaN" in r.error for r in by_method["nanscores"])
+    assert {r.status for r in by_method["raises"] if r.k == 1} == {"ok"}
+    assert all("more than one shot" in r.error for r in by_method["raises"] if r.k == 2)
+    assert all(r.status == "ok" for r in by_method["meandist"])
+    assert len(summary.failed) == 12 + 6
+    assert all(r.metrics["image_auroc"] is None for r in summary.failed)
+
+
+def test_meta_fit_never_sees_the_held_out_category(mvtec_root: Path, tmp_path: Path) -> None:
+    from fake_plugins import MetaSpy
+
+    MetaSpy.seen.clear()
+    run(config(mvtec_root, tmp_path / "run", methods="metaspy"), log=lambda _: None)
+    assert MetaSpy.seen, "meta_fit was never called"
+    for held_out, _, categories in MetaSpy.seen:
+        assert held_out not in categories
+        assert set(categories) == {"alpha", "beta", "gamma"} - {held_out}
+    # cached per (held-out, seed): K=2 reuses K=1's meta-training, so 3 x 2 fits, no repeats
+    assert sorted({(h, s) for h, s, _ in MetaSpy.seen}) == sorted(
+        (h, s) for h, s, _ in MetaSpy.seen
+    )
+    assert len(MetaSpy.seen) == 6
+    records = read_records(tmp_path / "run")
+    assert sum(r.provenance["meta_fit_cache_hit"] for r in records) == 6
+
+
+def test_bad_data_fails_before_any_episode(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for name in ("alpha", "beta"):
+        make_mvtec_category(root, name)
+    missing = root / "beta" / "ground_truth" / "blob" / "001_mask.png"
+    missing.unlink()
+    with pytest.raises(DatasetError, match="001"):
+        run(config(root, tmp_path / "run"), log=lambda _: None)
+    assert not (tmp_path / "run" / "records.jsonl").exists()
+
+
+def test_k_too_large_unknown_method_missing_root(mvtec_root: Path, tmp_path: Path) -> None:
+    with pytest.raises(ProtocolError, match="K=50 is too large"):
+        run(config(mvtec_root, tmp_path / "r1", shots="50"), log=lambda _: None)
+    with pytest.raises(PluginError, match="unknown method 'nosuch'"):
+        run(config(mvtec_root, tmp_path / "r2", methods="nosuch"), log=lambda _: None)
+    with pytest.raises(DatasetError, match="does not exist"):
+        config(tmp_path / "nowhere", tmp_path / "r3")
