@@ -18,7 +18,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 data_app = typer.Typer(help="Datasets: generate the embedded synthetic set.", no_args_is_help=True)
-protocol_app = typer.Typer(help="Protocol files and frozen support manifests.", no_args_is_help=True)
+protocol_app = typer.Typer(
+    help="Protocol files and frozen support manifests.", no_args_is_help=True
+)
 app.add_typer(data_app, name="data")
 app.add_typer(protocol_app, name="protocol")
 
@@ -46,6 +48,10 @@ def run(
         list[str] | None, typer.Option(help="METHOD.KEY=VALUE, e.g. patchcore.coreset_ratio=0.25")
     ] = None,
     image_size: Annotated[int | None, typer.Option(help="Override the protocol's size.")] = None,
+    weights: Annotated[
+        str | None,
+        typer.Option(help="Backbone weights for every method: pretrained, random, or a file."),
+    ] = None,
     retry_failed: Annotated[bool, typer.Option(help="Replay episodes that failed.")] = False,
     config: Annotated[Path | None, typer.Option(help="YAML file with the same options.")] = None,
 ) -> None:
@@ -62,6 +68,7 @@ def run(
         "protocol": protocol, "data_root": data_root, "layout": layout, "methods": method,
         "shots": shots, "seeds": seeds, "categories": categories, "out": out,
         "workers": workers, "device": device, "params": param, "image_size": image_size,
+        "weights": weights,
         "retry_failed": retry_failed or None,
     }  # fmt: skip
     try:
@@ -72,7 +79,9 @@ def run(
     except FsadError as exc:
         _fail(exc)
     typer.echo(text)
-    typer.echo(f"records: {summary.out_dir / 'records.jsonl'}; report: {summary.out_dir / 'report.csv'}")
+    typer.echo(
+        f"records: {summary.out_dir / 'records.jsonl'}; report: {summary.out_dir / 'report.csv'}"
+    )
     if summary.failed:
         typer.echo(f"{len(summary.failed)} episode(s) failed; see records.jsonl", err=True)
         raise typer.Exit(1)
@@ -136,7 +145,10 @@ def data_synth(
     """Write the synthetic MVTec-layout dataset (the embedded default) to a folder."""
     from fsad_bench.datasets.synthetic import generate_synthetic
 
-    path = generate_synthetic(out, seed=seed, image_size=image_size, progress=typer.echo)
+    try:
+        path = generate_synthetic(out, seed=seed, image_size=image_size, progress=typer.echo)
+    except FsadError as exc:
+        _fail(exc)
     typer.echo(f"wrote {path}")
 
 
@@ -144,7 +156,9 @@ def data_synth(
 def protocol_freeze(
     name: str,
     data_root: Annotated[Path | None, typer.Option(help="Dataset folder.")] = None,
-    out: Annotated[Path | None, typer.Option(help="Manifest path (default: the protocol's).")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Manifest path (default: the protocol's).")
+    ] = None,
 ) -> None:
     """Write the support manifest (paths + pixel hashes) of every episode of a protocol."""
     from fsad_bench.config import resolve_protocol

@@ -19,7 +19,7 @@ from fsad_bench.runner import RunConfig
 DEFAULT_PROTOCOL = "synthetic_loo"
 OPTION_KEYS = {
     "protocol", "data_root", "layout", "methods", "shots", "seeds", "categories", "out",
-    "workers", "device", "params", "image_size", "batch_size", "retry_failed",
+    "workers", "device", "params", "image_size", "batch_size", "retry_failed", "weights",
 }  # fmt: skip
 
 
@@ -32,7 +32,9 @@ def parse_int_list(text: str | int | list | None, what: str) -> tuple[int, ...] 
     try:
         return tuple(int(str(item).strip()) for item in items if str(item).strip())
     except ValueError as exc:
-        raise FsadError(f"--{what} must be comma-separated integers like 1,2,4, got {text!r}") from exc
+        raise FsadError(
+            f"--{what} must be comma-separated integers like 1,2,4, got {text!r}"
+        ) from exc
 
 
 def parse_str_list(text: str | list | None) -> tuple[str, ...] | None:
@@ -53,8 +55,25 @@ def parse_params(items: list[str] | Mapping[str, Any] | None) -> dict[str, dict[
         target, sep, value = item.partition("=")
         method, dot, key = target.rpartition(".")
         if not sep or not dot:
-            raise FsadError(f"--param {item!r}: use METHOD.KEY=VALUE, e.g. patchcore.coreset_ratio=0.25")
+            raise FsadError(
+                f"--param {item!r}: use METHOD.KEY=VALUE, e.g. patchcore.coreset_ratio=0.25"
+            )
         params.setdefault(method, {})[key] = yaml.safe_load(value)
+    return params
+
+
+def apply_weights(
+    methods: tuple[str, ...], params: dict[str, dict[str, Any]], weights: str
+) -> dict[str, dict[str, Any]]:
+    """``--weights`` sets the ``weights`` parameter of every method that has one."""
+    from fsad_bench.registry import resolve
+
+    params = {name: dict(values) for name, values in params.items()}
+    takers = [m for m in methods if "weights" in getattr(resolve(m).cls, "defaults", {})]
+    if not takers:
+        raise FsadError(f"--weights given but none of {list(methods)} takes backbone weights")
+    for spec in takers:
+        params.setdefault(spec, {}).setdefault("weights", weights)
     return params
 
 
@@ -88,12 +107,18 @@ def resolve_protocol(options: Mapping[str, Any]) -> Protocol:
         elif layout is not None and layout != protocol.layout:
             raise ProtocolError(f"--layout {layout} contradicts protocol layout {protocol.layout}")
     if protocol.data_root is None and protocol.layout == "synthetic":
+        import sys
+
         from fsad_bench.datasets.synthetic import ensure_default_dataset
 
-        protocol = protocol.with_overrides(data_root=str(ensure_default_dataset()))
+        def say(line: str) -> None:
+            print(f"synthetic data: {line}", file=sys.stderr, flush=True)
+
+        protocol = protocol.with_overrides(data_root=str(ensure_default_dataset(progress=say)))
     if protocol.data_root is None and protocol.layout != "elpv":
         raise ProtocolError(
-            f"protocol {protocol.ref} needs --data-root pointing at its dataset ({protocol.dataset})"
+            f"protocol {protocol.ref} needs --data-root pointing at its dataset "
+            f"({protocol.dataset})"
         )
     return protocol.with_overrides(
         shots=parse_int_list(options.get("shots"), "shots"),
@@ -109,11 +134,14 @@ def build_run_config(options: Mapping[str, Any]) -> RunConfig:
     protocol = resolve_protocol(options)
     methods = parse_str_list(options.get("methods")) or ("patchcore",)
     out = Path(options.get("out") or Path("runs") / protocol.name)
+    params = parse_params(options.get("params"))
+    if options.get("weights"):
+        params = apply_weights(methods, params, str(options["weights"]))
     return RunConfig(
         protocol=protocol,
         methods=methods,
         out_dir=out,
-        method_params=parse_params(options.get("params")),
+        method_params=params,
         workers=int(options.get("workers") or 1),
         device=str(options.get("device") or "cpu"),
         batch_size=int(options.get("batch_size") or 16),

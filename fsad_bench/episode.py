@@ -151,7 +151,9 @@ def score_episode(
     test: TestSet, pred: Prediction, produces_maps: bool, limit: float = 0.3
 ) -> tuple[dict[str, float | None], dict[str, str]]:
     labels = test.labels.numpy()
-    values: dict[str, float | None] = {"image_auroc": metrics.image_auroc(labels, pred.scores.numpy())}
+    values: dict[str, float | None] = {
+        "image_auroc": metrics.image_auroc(labels, pred.scores.numpy())
+    }
     notes: dict[str, str] = {}
     if not produces_maps:
         reason = "not applicable: the method produces no anomaly maps"
@@ -230,7 +232,9 @@ def play(task: EpisodeTask) -> EpisodeOutcome:
         where = traceback.extract_tb(exc.__traceback__)[-1]
         reason += f" (at {Path(where.filename).name}:{where.lineno})"
         empty = {"image_auroc": None, "pixel_auroc": None, "aupro": None}
-        return EpisodeOutcome(_record(task, ref, STATUS_FAILED, empty, {}, timing, provenance, reason))
+        return EpisodeOutcome(
+            _record(task, ref, STATUS_FAILED, empty, {}, timing, provenance, reason)
+        )
 
 
 def _record(

@@ -105,7 +105,9 @@ def find_protocol_file(name_or_path: str) -> Path:
     if builtin.exists():
         return builtin
     known = ", ".join(p.stem for p in list_protocol_files())
-    raise ProtocolError(f"protocol {name_or_path!r} not found; pass a .yaml path or one of: {known}")
+    raise ProtocolError(
+        f"protocol {name_or_path!r} not found; pass a .yaml path or one of: {known}"
+    )
 
 
 def list_protocol_files() -> list[Path]:

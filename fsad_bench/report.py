@@ -19,7 +19,11 @@ METRIC_LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "au
 
 
 def method_label(record: EpisodeRecord) -> str:
-    return f"{record.method.name}.{record.method.preset}" if record.method.preset else record.method.name
+    return (
+        f"{record.method.name}.{record.method.preset}"
+        if record.method.preset
+        else record.method.name
+    )
 
 
 def records_frame(records: Sequence[EpisodeRecord]) -> pd.DataFrame:
@@ -39,7 +43,9 @@ def records_frame(records: Sequence[EpisodeRecord]) -> pd.DataFrame:
                     "value": record.metrics.get(metric),
                 }
             )
-    return pd.DataFrame(rows, columns=["method", "dataset", "category", "k", "seed", "metric", "value"])
+    return pd.DataFrame(
+        rows, columns=["method", "dataset", "category", "k", "seed", "metric", "value"]
+    )
 
 
 def aggregate(records: Sequence[EpisodeRecord]) -> pd.DataFrame:
@@ -79,9 +85,8 @@ def wide_table(long: pd.DataFrame, metric: str) -> pd.DataFrame:
     part["cell"] = [_cell(m, s) for m, s in zip(part["mean"], part["std"], strict=True)]
     part["column"] = part["method"] + " K=" + part["k"].astype(str)
     order = sorted(part["category"].unique(), key=lambda c: (c == "mean", c))
-    columns = [
-        f"{m} K={k}" for m, k in sorted({(m, k) for m, k in zip(part["method"], part["k"])})
-    ]
+    pairs = sorted(set(zip(part["method"], part["k"], strict=True)))
+    columns = [f"{m} K={k}" for m, k in pairs]
     table = part.pivot(index="category", columns="column", values="cell")
     return table.reindex(index=order, columns=columns).fillna("n/a")
 

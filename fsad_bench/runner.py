@@ -86,9 +86,7 @@ def load_categories(protocol: Protocol) -> dict[str, Category]:
     names = protocol.categories or tuple(layout.discover_categories(root))
     if not names:
         raise ProtocolError(f"no categories found under {root}; check --data-root and --layout")
-    return {
-        name: layout.load_category(root, name, **protocol.layout_options) for name in names
-    }
+    return {name: layout.load_category(root, name, **protocol.layout_options) for name in names}
 
 
 def plan_supports(
@@ -229,7 +227,8 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
     pending = [t for t in tasks if _result_key(t) not in done]
     skipped = len(tasks) - len(pending)
     log(
-        f"{protocol.ref}: {len({t.episode.category for t in tasks})} categories x K={list(protocol.shots)} x "
+        f"{protocol.ref}: {len({t.episode.category for t in tasks})} categories x "
+        f"K={list(protocol.shots)} x "
         f"seeds={list(protocol.seeds)} x {len(config.methods)} method(s) = {len(tasks)} episodes"
         + (f"; {skipped} already done in {config.out_dir}, skipped" if skipped else "")
     )

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch import nn
-
 from fsad_methods.patchcore.core import (
     FaissNearestNeighbours,
     PatchCoreModel,
     aggregate_features,
     greedy_coreset,
 )
+from torch import nn
 
 
 def reference_k_center(points: np.ndarray, n: int, start: int) -> list[int]:
@@ -32,7 +31,9 @@ def test_greedy_coreset_equals_textbook_k_center() -> None:
 
 def test_coreset_covers_better_than_random() -> None:
     generator = torch.Generator().manual_seed(1)
-    bank = torch.cat([torch.randn(500, 8, generator=generator), 10 + torch.randn(5, 8, generator=generator)])
+    bank = torch.cat(
+        [torch.randn(500, 8, generator=generator), 10 + torch.randn(5, 8, generator=generator)]
+    )
     picked = greedy_coreset(bank, 20, 4, torch.Generator().manual_seed(2))
     # the 5 far outliers form their own cluster: the k-center coreset must reach it
     assert (picked >= 500).any()
@@ -41,11 +42,16 @@ def test_coreset_covers_better_than_random() -> None:
 
 def test_faiss_distances_equal_brute_force() -> None:
     generator = torch.Generator().manual_seed(3)
-    bank, queries = torch.randn(200, 12, generator=generator), torch.randn(50, 12, generator=generator)
+    bank, queries = (
+        torch.randn(200, 12, generator=generator),
+        torch.randn(50, 12, generator=generator),
+    )
     search = FaissNearestNeighbours()
     search.fit(bank)
     expected = torch.cdist(queries.double(), bank.double()).topk(3, largest=False).values
-    torch.testing.assert_close(search.distances(queries, 3).double(), expected, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(
+        search.distances(queries, 3).double(), expected, rtol=1e-4, atol=1e-4
+    )
 
 
 def test_aggregate_features_shapes_and_local_average() -> None:

@@ -71,8 +71,8 @@ def test_derive_seed_is_stable_across_processes() -> None:
 
 
 def test_manifest_roundtrip_and_checks(tmp_path: Path) -> None:
-    from conftest import write_png
     import numpy as np
+    from conftest import write_png
 
     from fsad_bench.datasets.hashing import pixel_sha256
 

@@ -11,7 +11,9 @@ from fsad_bench.records import SCHEMA_VERSION, EpisodeRecord, MethodRef
 from fsad_bench.results import RecordWriter, drop_torn_tail, latest_by_key, read_records
 
 
-def make_record(category: str = "a", k: int = 1, seed: int = 0, **metrics: float | None) -> EpisodeRecord:
+def make_record(
+    category: str = "a", k: int = 1, seed: int = 0, **metrics: float | None
+) -> EpisodeRecord:
     values = {"image_auroc": 0.9, "pixel_auroc": 0.8, "aupro": 0.7, **metrics}
     return EpisodeRecord(
         run_id="r",

@@ -91,7 +91,9 @@ def test_failures_are_recorded_and_the_run_goes_on(mvtec_root: Path, tmp_path: P
     summary = run(config(mvtec_root, tmp_path / "run", methods="nanscores,raises,meandist"),
                   log=lambda _: None)  # fmt: skip
     records = read_records(tmp_path / "run")
-    by_method = {m: [r for r in records if r.method.name == m] for m in ("nanscores", "raises", "meandist")}
+    by_method = {
+        m: [r for r in records if r.method.name == m] for m in ("nanscores", "raises", "meandist")
+    }
     assert all(r.status == "failed" and "NaN" in r.error for r in by_method["nanscores"])
     assert {r.status for r in by_method["raises"] if r.k == 1} == {"ok"}
     assert all("more than one shot" in r.error for r in by_method["raises"] if r.k == 2)

@@ -14,9 +14,8 @@ import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
-
 from fsad_methods.common.maps import upsample_and_smooth
+from torch import Tensor, nn
 
 
 def aggregate_features(features: Sequence[Tensor], embed_dim: int | None = None) -> Tensor:

@@ -1,0 +1,78 @@
+"""The command line as a user meets it: one-line errors, light `list`, report files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from fsad_bench.cli import app
+
+runner = CliRunner()
+
+
+def test_list_imports_no_method_code() -> None:
+    code = (
+        "import sys\nfrom typer.testing import CliRunner\nfrom fsad_bench.cli import app\n"
+        "out = CliRunner().invoke(app, ['list'])\nassert out.exit_code == 0, out.output\n"
+        "assert 'patchcore' in out.output and 'mvtec_ad_loo' in out.output\n"
+        "heavy = ('torch', 'fsad_methods.patchcore.plugin', 'timm')\n"
+        "heavy = [m for m in heavy if m in sys.modules]\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_missing_data_root_is_one_clear_line(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", "--data-root", str(tmp_path / "nope"), "--layout", "mvtec"])
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:") and "nope" in lines[0]
+
+
+def test_unknown_method_lists_known_ones(mvtec_root: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", "--data-root", str(mvtec_root), "--layout", "mvtec",
+                                 "--method", "nosuch", "--out", str(tmp_path / "r")])  # fmt: skip
+    assert result.exit_code == 2
+    assert "unknown method 'nosuch'" in result.output and "patchcore" in result.output
+
+
+def test_bad_shots_value(mvtec_root: Path) -> None:
+    result = runner.invoke(app, ["run", "--data-root", str(mvtec_root), "--layout", "mvtec",
+                                 "--shots", "one"])  # fmt: skip
+    assert result.exit_code == 2 and "--shots" in result.output
+
+
+def test_run_and_report_with_patchcore(mvtec_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    args = ["run", "--data-root", str(mvtec_root), "--layout", "mvtec", "--method", "patchcore",
+            "--shots", "1", "--seeds", "0,1", "--image-size", "64", "--out", str(out)]  # fmt: skip
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "image AUROC" in result.output and "alpha" in result.output
+    report = runner.invoke(app, ["report", str(out)])
+    assert report.exit_code == 0
+    assert (out / "report.csv").read_text().startswith("method,category,k,metric,mean,std,n_seeds")
+    assert (out / "report.md").exists()
+    import json
+
+    record = json.loads((out / "records.jsonl").read_text().splitlines()[0])
+    assert "efficientnet_lite0" in record["provenance"]["weights"]
+    assert record["provenance"]["weights"].lower().count("random") == 0
+
+
+def test_config_file_and_cli_build_the_same_run(mvtec_root: Path, tmp_path: Path) -> None:
+    from fsad_bench.config import build_run_config, load_options_file
+
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        f"data_root: {mvtec_root}\nlayout: mvtec\nshots: [1, 2]\nseeds: 0,1\n"
+        f"params: {{patchcore: {{coreset_ratio: 0.5}}}}\nout: {tmp_path / 'o'}\n"
+    )
+    from_file = build_run_config(load_options_file(path))
+    from_cli = build_run_config({"data_root": str(mvtec_root), "layout": "mvtec", "shots": "1,2",
+                                 "seeds": "0,1", "params": ["patchcore.coreset_ratio=0.5"],
+                                 "out": str(tmp_path / "o")})  # fmt: skip
+    assert from_file == from_cli
