@@ -21,6 +21,7 @@ from fsad_bench import metrics
 from fsad_bench.datasets import get_layout
 from fsad_bench.datasets.base import Category
 from fsad_bench.datasets.io import TestSet, load_category_tensors, load_image
+from fsad_bench.errors import DatasetError
 from fsad_bench.meta_cache import meta_fit_cached, meta_key
 from fsad_bench.method import MetaTrainSet
 from fsad_bench.protocol import Protocol, SupportEntry, derive_seed
@@ -58,8 +59,12 @@ class EpisodeTask:
 
 @dataclass
 class EpisodeOutcome:
-    record: EpisodeRecord
+    """A record to write, or ``data_error``: bad data stops the run instead (it is not the
+    plugin's fault and would fail every episode of the category)."""
+
+    record: EpisodeRecord | None
     scores: dict[str, Any] | None = field(default=None)
+    data_error: str | None = None
 
 
 class InvalidOutput(RuntimeError):
@@ -227,6 +232,8 @@ def play(task: EpisodeTask) -> EpisodeOutcome:
             "scores": [float(s) for s in pred.scores.numpy().astype(np.float64)],
         }
         return EpisodeOutcome(record, scores)
+    except DatasetError as exc:
+        return EpisodeOutcome(None, data_error=str(exc))
     except Exception as exc:  # noqa: BLE001 - the reason is recorded, the run goes on
         reason = f"{type(exc).__name__}: {exc}"
         where = traceback.extract_tb(exc.__traceback__)[-1]

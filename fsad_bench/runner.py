@@ -19,7 +19,7 @@ from typing import Any
 
 from fsad_bench.datasets import get_layout
 from fsad_bench.datasets.base import Category
-from fsad_bench.errors import FsadError, ProtocolError
+from fsad_bench.errors import DatasetError, FsadError, ProtocolError
 from fsad_bench.protocol import (
     Protocol,
     SupportEntry,
@@ -190,10 +190,13 @@ def _execute(tasks: list[Any], workers: int) -> Iterable[Any]:
             yield play(task)
         return
     context = get_context("spawn")  # fork after torch/OpenMP initialisation can deadlock
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    try:
         futures = [pool.submit(play, task) for task in tasks]
         for future in as_completed(futures):
             yield future.result()
+    finally:  # on an error or Ctrl-C, queued episodes are dropped, not played unseen
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSummary:
@@ -235,6 +238,8 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
     failed: list[EpisodeRecord] = []
     start = time.perf_counter()
     for index, outcome in enumerate(_execute(pending, config.workers), start=1):
+        if outcome.data_error:
+            raise DatasetError(outcome.data_error)
         record = outcome.record
         if outcome.scores is not None and record.scores_file:
             write_json_atomic(config.out_dir / record.scores_file, outcome.scores)

@@ -138,3 +138,27 @@ def test_k_too_large_unknown_method_missing_root(mvtec_root: Path, tmp_path: Pat
         run(config(mvtec_root, tmp_path / "r2", methods="nosuch"), log=lambda _: None)
     with pytest.raises(DatasetError, match="does not exist"):
         config(tmp_path / "nowhere", tmp_path / "r3")
+
+
+def test_unreadable_test_image_stops_the_run_with_its_path(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    for name in ("alpha", "beta"):
+        make_mvtec_category(root, name)
+    broken = root / "beta" / "test" / "good" / "001.png"
+    broken.write_bytes(broken.read_bytes()[:40])  # truncated
+    with pytest.raises(DatasetError, match=r"beta/test/good/001.png"):
+        run(config(root, tmp_path / "run", categories="alpha,beta"), log=lambda _: None)
+    records = read_records(tmp_path / "run")  # alpha's finished episodes are kept
+    assert records and {r.category for r in records} == {"alpha"}
+
+
+def test_process_pool_gives_the_same_records(mvtec_root: Path, tmp_path: Path) -> None:
+    options = {"methods": "patchcore", "shots": "1", "categories": "alpha,beta", "image_size": 64}
+    run(config(mvtec_root, tmp_path / "one", **options), log=lambda _: None)
+    run(config(mvtec_root, tmp_path / "two", workers=2, **options), log=lambda _: None)
+    one = {r.result_key: r.metrics for r in read_records(tmp_path / "one")}
+    two = {r.result_key: r.metrics for r in read_records(tmp_path / "two")}
+    assert len(one) == 4 and one.keys() == two.keys()
+    for key, metrics in one.items():
+        for name, value in metrics.items():
+            assert abs(value - two[key][name]) < 1e-6, (key, name)
