@@ -88,7 +88,9 @@ def wide_table(long: pd.DataFrame, metric: str) -> pd.DataFrame:
     pairs = sorted(set(zip(part["method"], part["k"], strict=True)))
     columns = [f"{m} K={k}" for m, k in pairs]
     table = part.pivot(index="category", columns="column", values="cell")
-    return table.reindex(index=order, columns=columns).fillna("n/a")
+    table = table.reindex(index=order, columns=columns).fillna("n/a")
+    table.columns.name = None
+    return table
 
 
 def render(long: pd.DataFrame, markdown: bool = False) -> str:
@@ -103,14 +105,32 @@ def render(long: pd.DataFrame, markdown: bool = False) -> str:
     return "\n\n".join(blocks) + "\n"
 
 
+def provenance_lines(records: Sequence[EpisodeRecord]) -> list[str]:
+    """What produced the numbers: protocol, and each method's backbone initialisation."""
+    seen: dict[str, str] = {}
+    protocols = sorted(
+        {f"{r.protocol}@{r.protocol_version} (hash {r.protocol_hash})" for r in records}
+    )
+    for record in records:
+        if record.status != STATUS_OK:
+            continue
+        prov = record.provenance
+        parts = [f"{k}={prov[k]}" for k in ("backbone", "backbone_init") if k in prov]
+        seen.setdefault(method_label(record), ", ".join(parts) or "no backbone")
+    lines = [f"Reproduced by fsad-bench on {', '.join(protocols)}."]
+    lines += [f"  {name}: {desc}" for name, desc in sorted(seen.items())]
+    return lines
+
+
 def write_report(run_dir: Path) -> tuple[pd.DataFrame, str]:
     """Write report.csv and report.md into the run directory; return the table text."""
     records = read_records(run_dir)
     long = aggregate(records)
     long.to_csv(Path(run_dir) / "report.csv", index=False, float_format="%.6f")
     failed = [r for r in latest_by_key(records).values() if r.status != STATUS_OK]
-    text = render(long)
-    md = render(long, markdown=True)
+    header = "\n".join(provenance_lines(records))
+    text = header + "\n\n" + render(long)
+    md = header.replace("\n  ", "\n- ") + "\n\n" + render(long, markdown=True)
     if failed:
         note = f"{len(failed)} episode(s) failed; see records.jsonl (status=failed)."
         text += f"\n{note}\n"

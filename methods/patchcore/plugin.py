@@ -75,4 +75,9 @@ class PatchCore(MethodBase):
     def provenance(self) -> dict[str, Any]:
         _, source = self._extractor()
         bank = self._model.bank_size if self._model else None
-        return {"backbone": self.params["backbone"], "weights": source.describe(), "bank": bank}
+        return {
+            "backbone": self.params["backbone"],
+            "backbone_init": "random" if source.kind == "random" else "pretrained",
+            "weights": source.describe(),
+            "bank": bank,
+        }
