@@ -22,6 +22,8 @@ benchmark: $(STAMP)
 	$(BIN)/fsad-bench run --out runs/default
 
 test: $(STAMP)
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; } \
+	  || echo "could not install chromium: the leaderboard browser test will say how to"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest -q

@@ -3,6 +3,7 @@ that ``fsad-bench list`` stays fast and imports no method code."""
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -134,6 +135,82 @@ def check_plugin(name: str) -> None:
     typer.echo(f"{len(results) - failed} passed, {failed} failed")
     if failed:
         raise typer.Exit(1)
+
+
+@app.command()
+def submit(
+    run_dir: Path,
+    out: Annotated[Path, typer.Option(help="Submissions folder.")] = Path("submissions"),
+    command: Annotated[
+        str | None, typer.Option(help="The command that produced the run (recorded).")
+    ] = None,
+    method: Annotated[
+        str | None, typer.Option(help="Method label, when the run holds several.")
+    ] = None,
+) -> None:
+    """Validate a run against its protocol and write it as a submission folder."""
+    from fsad_bench.submission import submit as submit_run
+
+    try:
+        path = submit_run(run_dir, out, command=command, method=method)
+    except FsadError as exc:
+        _fail(exc)
+    typer.echo(f"wrote {path}")
+
+
+@app.command()
+def leaderboard(
+    runs: Annotated[
+        list[Path] | None, typer.Option(help="Also show this local run directory (repeatable).")
+    ] = None,
+    submissions: Annotated[Path, typer.Option(help="Submissions folder.")] = Path("submissions"),
+    port: Annotated[int | None, typer.Option(help="Port of the Streamlit server.")] = None,
+) -> None:
+    """Start the Streamlit leaderboard (reads result files only, runs no submitted code)."""
+    app_file = Path(__file__).resolve().parent.parent / "leaderboard" / "app.py"
+    if not app_file.exists():
+        _fail(FsadError(f"{app_file} not found; the leaderboard runs from a clone of fsad-bench"))
+    argv = [sys.executable, "-m", "streamlit", "run", str(app_file), "--client.toolbarMode=viewer"]
+    argv += ["--browser.gatherUsageStats=false"]
+    argv += [f"--server.port={port}"] if port else []
+    argv += ["--", "--submissions", str(submissions.resolve())]
+    for run_dir in runs or []:
+        argv += ["--runs", str(run_dir.resolve())]
+    raise typer.Exit(subprocess.call(argv))
+
+
+@app.command()
+def check(
+    baseline: Annotated[Path, typer.Option(help="Submission folder to compare against.")],
+    tolerance: Annotated[float, typer.Option(help="Allowed drop per cell.")] = 0.01,
+    quick: Annotated[
+        bool, typer.Option(help="Rerun only 2 categories, the smallest and largest K, 1 seed.")
+    ] = False,
+    out: Annotated[Path | None, typer.Option(help="Keep the rerun in this new folder.")] = None,
+    workers: Annotated[int, typer.Option(help="Parallel episode processes.")] = 1,
+    data_root: Annotated[Path | None, typer.Option(help="Dataset folder.")] = None,
+    run: Annotated[
+        Path | None, typer.Option(help="Compare this finished run instead of rerunning.")
+    ] = None,
+) -> None:
+    """Rerun a baseline's method on its protocol; exit 1 if a mean dropped by > tolerance."""
+    from fsad_bench.regression import check as run_check
+    from fsad_bench.regression import render
+
+    try:
+        comparison = run_check(baseline, tolerance, quick, out, workers, data_root, run)
+    except FsadError as exc:
+        _fail(exc)
+    typer.echo(render(comparison.table))
+    if not comparison.passed:
+        failures = comparison.failures
+        typer.echo(
+            f"\n{len(failures)} value(s) dropped by more than {tolerance} or went missing:",
+            err=True,
+        )
+        typer.echo(render(failures), err=True)
+        raise typer.Exit(1)
+    typer.echo(f"\nno mean dropped by more than {tolerance}")
 
 
 @data_app.command("synth")

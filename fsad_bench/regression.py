@@ -1,0 +1,180 @@
+"""Score-regression check: rerun a baseline submission's episodes and compare the means.
+
+The baseline is re-validated first (a tampered baseline is refused, not compared). Only the
+episodes the rerun played are compared, each side aggregated over the same seeds with
+``report.aggregate``, so a quick subset of a full baseline is a fair comparison.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from fsad_bench.errors import FsadError
+from fsad_bench.records import EpisodeRecord
+from fsad_bench.report import aggregate
+from fsad_bench.submission import (
+    Submission,
+    build_submission,
+    builtin_protocol,
+    load_submission,
+)
+
+COLUMNS = ["category", "k", "metric", "baseline", "current", "delta", "status"]
+FAILING = ("DROP", "missing")
+QUICK_CATEGORIES = 2
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Per (category, k, metric) means of baseline and rerun; status says what changed."""
+
+    table: pd.DataFrame
+    tolerance: float
+
+    @property
+    def failures(self) -> pd.DataFrame:
+        return self.table[self.table["status"].isin(FAILING)]
+
+    @property
+    def passed(self) -> bool:
+        return self.failures.empty
+
+
+def _status(baseline: float, current: float, tolerance: float) -> str:
+    if math.isnan(baseline):
+        return "n/a" if math.isnan(current) else "new"
+    if math.isnan(current):
+        return "missing"
+    delta = current - baseline
+    if delta < -tolerance:
+        return "DROP"
+    return "improved" if delta > tolerance else "ok"
+
+
+def _means(records: Sequence[EpisodeRecord]) -> pd.DataFrame:
+    return aggregate(records)[["category", "k", "metric", "mean"]]
+
+
+def compare(
+    baseline: Sequence[EpisodeRecord], current: Sequence[EpisodeRecord], tolerance: float
+) -> Comparison:
+    """Compare on the episodes the rerun attempted (failed ones count as missing)."""
+    if tolerance < 0:
+        raise FsadError(f"--tolerance must be >= 0, got {tolerance}")
+    played = {(r.category, r.k, r.seed) for r in current}
+    if not played:
+        raise FsadError("the rerun produced no records; nothing to compare")
+    base = [r for r in baseline if (r.category, r.k, r.seed) in played]
+    if not base:
+        raise FsadError("the rerun played none of the baseline's episodes; nothing to compare")
+    keys = ["category", "k", "metric"]
+    table = _means(base).merge(_means(current), on=keys, how="outer", suffixes=("_b", "_c"))
+    table = table.rename(columns={"mean_b": "baseline", "mean_c": "current"})
+    table["baseline"] = pd.to_numeric(table["baseline"], errors="coerce")
+    table["current"] = pd.to_numeric(table["current"], errors="coerce")
+    table["delta"] = table["current"] - table["baseline"]
+    table["status"] = [
+        _status(b, c, tolerance) for b, c in zip(table["baseline"], table["current"], strict=True)
+    ]
+    order = sorted(table.index, key=lambda i: (table.at[i, "category"] == "mean", i))
+    return Comparison(table.loc[order, COLUMNS].reset_index(drop=True), tolerance)
+
+
+def render(table: pd.DataFrame) -> str:
+    def number(value: float) -> str:
+        return "n/a" if pd.isna(value) else f"{value:.4f}"
+
+    shown = table.copy()
+    for column in ("baseline", "current"):
+        shown[column] = shown[column].map(number)
+    shown["delta"] = table["delta"].map(lambda v: "" if pd.isna(v) else f"{v:+.4f}")
+    return shown.to_string(index=False)
+
+
+def quick_selection(submission: Submission) -> dict[str, str]:
+    """A small subset of the baseline's own episodes: first categories, min/max K, one seed."""
+    proto = submission.manifest["protocol"]
+    shots = sorted({min(proto["shots"]), max(proto["shots"])})
+    return {
+        "categories": ",".join(proto["categories"][:QUICK_CATEGORIES]),
+        "shots": ",".join(str(k) for k in shots),
+        "seeds": str(proto["seeds"][0]),
+    }
+
+
+def rerun(
+    submission: Submission,
+    out_dir: Path,
+    quick: bool = False,
+    workers: int = 1,
+    data_root: Path | None = None,
+) -> list[EpisodeRecord]:
+    """Play the baseline's episodes again with the same method parameters."""
+    from fsad_bench.config import build_run_config
+    from fsad_bench.results import read_records
+    from fsad_bench.runner import run
+
+    if (Path(out_dir) / "records.jsonl").exists():
+        raise FsadError(f"{out_dir} already holds records; the check needs a new --out directory")
+    manifest = submission.manifest
+    proto, method = manifest["protocol"], manifest["method"]
+    protocol = builtin_protocol(proto["name"], proto["version"], proto["definition_hash"])
+    options = {
+        "protocol": protocol.source,
+        "methods": [method["label"]],
+        "params": {method["label"]: method["params"]},
+        "shots": ",".join(str(k) for k in proto["shots"]),
+        "seeds": ",".join(str(s) for s in proto["seeds"]),
+        "out": str(out_dir),
+        "workers": workers,
+        "data_root": str(data_root) if data_root else None,
+    }
+    if quick:
+        options.update(quick_selection(submission))
+    config = build_run_config({k: v for k, v in options.items() if v is not None})
+    run(config)
+    return read_records(out_dir)
+
+
+def played_run(submission: Submission, run_dir: Path) -> list[EpisodeRecord]:
+    """Records of a run made beforehand (e.g. a CI step), validated like a submission."""
+    current, _ = build_submission(run_dir, method=submission.label)
+    for key in ("name", "version", "definition_hash"):
+        if current.manifest["protocol"][key] != submission.manifest["protocol"][key]:
+            raise FsadError(
+                f"{run_dir}: protocol {key} {current.manifest['protocol'][key]!r} is not the "
+                f"baseline's {submission.manifest['protocol'][key]!r}"
+            )
+    if current.manifest["method"]["params"] != submission.manifest["method"]["params"]:
+        raise FsadError(
+            f"{run_dir}: {submission.label} ran with params {current.manifest['method']['params']}"
+            f", the baseline with {submission.manifest['method']['params']}; rerun with those"
+        )
+    return list(current.records)
+
+
+def check(
+    baseline_dir: Path,
+    tolerance: float = 0.01,
+    quick: bool = False,
+    out_dir: Path | None = None,
+    workers: int = 1,
+    data_root: Path | None = None,
+    run_dir: Path | None = None,
+) -> Comparison:
+    """Validate the baseline, rerun its method on its protocol (or take run_dir), compare."""
+    baseline = load_submission(baseline_dir)
+    if run_dir is not None:
+        current = played_run(baseline, run_dir)
+    elif out_dir is not None:
+        current = rerun(baseline, out_dir, quick, workers, data_root)
+    else:
+        with tempfile.TemporaryDirectory(prefix="fsad-check-") as tmp:
+            current = rerun(baseline, Path(tmp) / "run", quick, workers, data_root)
+    return compare(baseline.records, current, tolerance)

@@ -1,0 +1,166 @@
+"""Load submissions, published tables and local runs into one long frame.
+
+One row per (entry, dataset, protocol, category, k, metric): ``entry`` is what the views
+show as a method (name plus "published"/"reproduced" and a random-init label), ``k`` is a
+string because published full-shot results have K = "all". Reproduced numbers come from
+``fsad_bench.report.aggregate`` over the records, so they equal ``fsad-bench report``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from fsad_bench.errors import FsadError
+from fsad_bench.records import STATUS_OK, EpisodeRecord
+from fsad_bench.report import aggregate, method_label
+from fsad_bench.results import latest_by_key, read_records
+from fsad_bench.submission import (
+    MAX_FILE_BYTES,
+    Submission,
+    backbone_init,
+    find_submissions,
+    load_submission,
+)
+
+PUBLISHED_CSV = Path("reference") / "published.csv"
+KIND_PUBLISHED = "published"
+KIND_REPRODUCED = "reproduced"
+COLUMNS = [
+    "entry", "kind", "method", "plugin", "dataset", "protocol", "category", "k", "metric",
+    "mean", "std", "n_seeds", "backbone_init", "ms_per_image", "source", "origin",
+]  # fmt: skip
+MAP_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_MAPS = 24
+
+
+@dataclass
+class Board:
+    """Everything the app shows: the long frame, refused inputs, and where maps could be."""
+
+    frame: pd.DataFrame
+    problems: list[str] = field(default_factory=list)
+    origins: dict[str, Path] = field(default_factory=dict)  # origin label -> folder
+
+
+def entry_label(method: str, kind: str, init: str | None = None) -> str:
+    extras = [kind]
+    if init == "random":
+        extras.append("random-init backbone")
+    return f"{method} ({', '.join(extras)})"
+
+
+def reproduced_rows(records: Sequence[EpisodeRecord], origin: str, source: str) -> pd.DataFrame:
+    """Aggregate one method's records (report.aggregate) and attach labels and timing."""
+    ok = [r for r in latest_by_key(records).values() if r.status == STATUS_OK]
+    if not ok:
+        return pd.DataFrame(columns=COLUMNS)
+    frames = []
+    for label in sorted({method_label(r) for r in ok}):
+        mine = [r for r in ok if method_label(r) == label]
+        long = aggregate(mine)
+        init = backbone_init(mine)
+        timing = pd.DataFrame(
+            {"k": [r.k for r in mine], "ms": [r.timing.get("predict_ms_per_image") for r in mine]}
+        )
+        timing["ms"] = pd.to_numeric(timing["ms"], errors="coerce")
+        ms = timing.groupby("k")["ms"].mean()
+        long["ms_per_image"] = long["k"].map(ms)
+        long["k"] = long["k"].astype(str)
+        long["entry"] = entry_label(label, KIND_REPRODUCED, init)
+        long["kind"] = KIND_REPRODUCED
+        long["plugin"] = mine[0].method.name
+        long["dataset"] = mine[0].dataset
+        long["protocol"] = mine[0].protocol
+        long["backbone_init"] = init
+        long["source"] = source
+        long["origin"] = origin
+        frames.append(long)
+    return pd.concat(frames, ignore_index=True)[COLUMNS]
+
+
+def submission_rows(submission: Submission) -> pd.DataFrame:
+    manifest = submission.manifest
+    source = f"submission {submission.label}/{submission.submission_id}: {manifest['command']}"
+    return reproduced_rows(
+        submission.records, f"{submission.label}/{submission.submission_id}", source
+    )
+
+
+def load_published(root: Path) -> pd.DataFrame:
+    path = Path(root) / PUBLISHED_CSV
+    if not path.exists():
+        return pd.DataFrame(columns=COLUMNS)
+    frame = pd.read_csv(path, dtype={"k": str, "plugin": str}, keep_default_na=False,
+                        na_values={"mean": [""], "std": [""], "n_seeds": [""]})  # fmt: skip
+    frame = frame[frame["kind"] == KIND_PUBLISHED].copy()
+    frame["entry"] = [entry_label(m, KIND_PUBLISHED) for m in frame["method"]]
+    frame["backbone_init"] = "as published"
+    frame["ms_per_image"] = float("nan")
+    frame["origin"] = "published tables"
+    frame["n_seeds"] = pd.to_numeric(frame["n_seeds"], errors="coerce")
+    return frame[COLUMNS]
+
+
+def load_run(run_dir: Path) -> pd.DataFrame:
+    """A local run directory, shown beside submissions but marked as not validated."""
+    records = read_records(run_dir)
+    origin = f"local run {Path(run_dir).name}"
+    return reproduced_rows(records, origin, f"local run {run_dir} (not a validated submission)")
+
+
+def _disambiguate(frame: pd.DataFrame) -> pd.DataFrame:
+    """Two origins of the same entry name on one dataset/protocol get the origin appended."""
+    if frame.empty:
+        return frame
+    counts = frame.groupby(["entry", "dataset", "protocol"])["origin"].transform("nunique")
+    clash = counts > 1
+    frame.loc[clash, "entry"] = frame.loc[clash, "entry"] + " [" + frame.loc[clash, "origin"] + "]"
+    return frame
+
+
+def load_board(submissions_root: Path, run_dirs: Sequence[Path] = ()) -> Board:
+    """Read everything; a refused submission or run is listed in problems, not shown."""
+    frames = [load_published(submissions_root)]
+    board = Board(pd.DataFrame(columns=COLUMNS))
+    for folder in find_submissions(submissions_root):
+        try:
+            submission = load_submission(folder)
+            rows = submission_rows(submission)
+        except Exception as exc:  # noqa: BLE001 - one bad submission must not stop the board
+            board.problems.append(f"{folder}: {type(exc).__name__}: {exc}")
+            continue
+        frames.append(rows)
+        board.origins[f"{submission.label}/{submission.submission_id}"] = folder
+    for run_dir in run_dirs:
+        try:
+            rows = load_run(run_dir)
+        except FsadError as exc:
+            board.problems.append(f"{run_dir}: {exc}")
+            continue
+        frames.append(rows)
+        board.origins[f"local run {Path(run_dir).name}"] = Path(run_dir)
+    frames = [f for f in frames if not f.empty]
+    if frames:
+        board.frame = _disambiguate(pd.concat(frames, ignore_index=True)[COLUMNS])
+    return board
+
+
+def saved_maps(folder: Path) -> list[Path]:
+    """Anomaly-map images a run saved under maps/ (the runner saves none yet)."""
+    root = Path(folder).resolve()
+    maps_dir = root / "maps"
+    if not maps_dir.is_dir() or not maps_dir.resolve().is_relative_to(root):
+        return []
+    found = [
+        p
+        for p in sorted(maps_dir.rglob("*"))
+        if p.is_file()
+        and p.suffix.lower() in MAP_SUFFIXES
+        and p.resolve().is_relative_to(root)
+        and p.stat().st_size <= MAX_FILE_BYTES
+    ]
+    return found[:MAX_MAPS]
