@@ -94,14 +94,19 @@ def wide_table(long: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 
 def render(long: pd.DataFrame, markdown: bool = False) -> str:
-    blocks = []
+    blocks, skipped = [], []
     for metric in METRIC_NAMES:
         table = wide_table(long, metric)
         if table.empty:
             continue
+        if long.loc[long["metric"] == metric, "mean"].isna().all():
+            skipped.append(METRIC_LABELS[metric])
+            continue
         title = f"{METRIC_LABELS[metric]} (reproduced; mean ± std over seeds)"
         body = table.to_markdown() if markdown else table.to_string()
         blocks.append(f"## {title}\n\n{body}" if markdown else f"{title}\n{body}")
+    if skipped:
+        blocks.append(f"{', '.join(skipped)}: n/a (no anomaly maps, or image-level labels only)")
     return "\n\n".join(blocks) + "\n"
 
 
