@@ -54,6 +54,10 @@ def run(
         typer.Option(help="Backbone weights for every method: pretrained, random, or a file."),
     ] = None,
     retry_failed: Annotated[bool, typer.Option(help="Replay episodes that failed.")] = False,
+    episode_timeout: Annotated[
+        float | None,
+        typer.Option(help="Seconds per episode; overruns are recorded as failed (isolated runs)."),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with the same options.")] = None,
 ) -> None:
     """Play every episode of a protocol for the given methods and print the table.
@@ -69,7 +73,7 @@ def run(
         "protocol": protocol, "data_root": data_root, "layout": layout, "methods": method,
         "shots": shots, "seeds": seeds, "categories": categories, "out": out,
         "workers": workers, "device": device, "params": param, "image_size": image_size,
-        "weights": weights,
+        "weights": weights, "episode_timeout": episode_timeout,
         "retry_failed": retry_failed or None,
     }  # fmt: skip
     try:

@@ -20,6 +20,7 @@ DEFAULT_PROTOCOL = "synthetic_loo"
 OPTION_KEYS = {
     "protocol", "data_root", "layout", "methods", "shots", "seeds", "categories", "out",
     "workers", "device", "params", "image_size", "batch_size", "retry_failed", "weights",
+    "episode_timeout",
 }  # fmt: skip
 
 
@@ -147,4 +148,7 @@ def build_run_config(options: Mapping[str, Any]) -> RunConfig:
         batch_size=int(options.get("batch_size") or 16),
         retry_failed=bool(options.get("retry_failed")),
         only_categories=parse_str_list(options.get("categories")),
+        episode_timeout_s=float(options["episode_timeout"])
+        if options.get("episode_timeout")
+        else None,
     )

@@ -244,6 +244,19 @@ def play(task: EpisodeTask) -> EpisodeOutcome:
         )
 
 
+def failed_outcome(task: EpisodeTask, reason: str) -> EpisodeOutcome:
+    """A failed record written by the parent when the worker could not report (timeout, crash);
+    ``method.params`` are the requested ones, as the plugin's own never came back."""
+    resolved = resolve(task.method_spec, task.method_params)
+    info = resolved.cls.info
+    ref = MethodRef(resolved.name, info.version, resolved.preset, resolved.params,
+                    info.produces_maps)  # fmt: skip
+    empty: dict[str, float | None] = {"image_auroc": None, "pixel_auroc": None, "aupro": None}
+    timing: dict[str, float | None] = {"meta_fit_s": None, "fit_s": None}
+    provenance = {"support": [e.path for e in task.support]}
+    return EpisodeOutcome(_record(task, ref, STATUS_FAILED, empty, {}, timing, provenance, reason))
+
+
 def _record(
     task: EpisodeTask,
     ref: MethodRef,

@@ -11,7 +11,7 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import yaml
@@ -250,6 +250,12 @@ def check_entries(root: Path, entries: Sequence[SupportEntry], manifest: Path | 
     from fsad_bench.datasets.hashing import pixel_sha256
 
     for entry in entries:
+        relative = PurePosixPath(entry.path)
+        if relative.is_absolute() or ".." in relative.parts:
+            raise DatasetError(
+                f"{manifest}: support path {entry.path!r} leaves the data root {root}; "
+                "manifest paths must be relative to it, without '..'"
+            )
         file = root / entry.path
         if not file.exists():
             raise DatasetError(

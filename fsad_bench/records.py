@@ -93,7 +93,10 @@ class EpisodeRecord:
         return json.dumps(asdict(self), sort_keys=True, allow_nan=False)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EpisodeRecord:
+    def from_dict(cls, data: Any) -> EpisodeRecord:
+        """Build from parsed JSON, checking types: records may come from untrusted files."""
+        if not isinstance(data, dict):
+            raise TypeError(f"a record must be a JSON object, not {type(data).__name__}")
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(
                 f"record schema_version {data.get('schema_version')!r} is not {SCHEMA_VERSION}"
@@ -102,9 +105,34 @@ class EpisodeRecord:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"record has unknown fields {sorted(unknown)}")
+        _check_types(data, _RECORD_TYPES, "")
+        _check_types(data.get("method", {}), _METHOD_TYPES, "method.")
         data = dict(data)
         data["method"] = MethodRef(**data["method"])
         return cls(**data)
+
+
+_NONE = type(None)
+_RECORD_TYPES: dict[str, Any] = {
+    "run_id": str, "protocol": str, "protocol_version": str, "protocol_hash": str,
+    "dataset": str, "category": str, "k": int, "seed": int, "support_manifest_hash": str,
+    "status": str, "metrics": dict, "metric_notes": dict, "metrics_version": str,
+    "timing": dict, "env": dict, "provenance": dict, "error": (str, _NONE),
+    "scores_file": (str, _NONE), "method": dict,
+}  # fmt: skip
+_METHOD_TYPES: dict[str, Any] = {
+    "name": str, "version": str, "preset": (str, _NONE), "params": dict, "produces_maps": bool,
+}  # fmt: skip
+
+
+def _check_types(data: dict[str, Any], types: dict[str, Any], where: str) -> None:
+    if not isinstance(data, dict):
+        raise TypeError(f"record field {where.rstrip('.')} must be an object")
+    for name, expected in types.items():
+        value = data.get(name)
+        wrong = not isinstance(value, expected) or (expected is int and isinstance(value, bool))
+        if name in data and wrong:
+            raise TypeError(f"record field {where}{name} has type {type(value).__name__}")
 
 
 def clean_metric(value: float | None) -> float | None:

@@ -76,7 +76,7 @@ def read_records(path: Path) -> list[EpisodeRecord]:
             continue
         try:
             records.append(EpisodeRecord.from_dict(json.loads(line)))
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, RecursionError) as exc:
             raise FsadError(
                 f"{path}:{number}: malformed record ({exc}); remove that line to rerun it"
             ) from exc

@@ -119,7 +119,7 @@ def parse_json(data: bytes, where: Path | str) -> Any:
     """Plain JSON only (no NaN/Infinity), never pickle or eval."""
     try:
         return json.loads(data.decode("utf-8"), parse_constant=_no_constants)
-    except (UnicodeDecodeError, ValueError) as exc:
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise SubmissionError(f"{where}: not valid JSON ({exc})") from exc
 
 

@@ -58,3 +58,33 @@ class MetaSpy(MeanDistance):
 
     def load_meta_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         self.prior = state["prior"]
+
+
+class Hangs(MeanDistance):
+    """A stuck plugin: fit never returns when given ``hang_k`` support images."""
+
+    info: ClassVar[MethodInfo] = MethodInfo("hangs", "0", True, False)
+    defaults: ClassVar[dict[str, Any]] = {"hang_k": 2}
+
+    def fit(self, support: torch.Tensor) -> None:
+        import time
+
+        while len(support) == self.params["hang_k"]:
+            time.sleep(3600)
+        super().fit(support)
+
+
+class WrongShapeMaps(MeanDistance):
+    info: ClassVar[MethodInfo] = MethodInfo("wrongmaps", "0", True, False)
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        pred = super().predict(images)
+        return Prediction(pred.scores, pred.maps[:, ::2, ::2])
+
+
+class InfScores(MeanDistance):
+    info: ClassVar[MethodInfo] = MethodInfo("infscores", "0", True, False)
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        pred = super().predict(images)
+        return Prediction(pred.scores + float("inf"), pred.maps)

@@ -176,7 +176,7 @@ RUN_TAMPERING = {
     "failed episode": (_failed, "failed \\(boom\\)"),
     "support manifest": (_support, "support manifest hash ffffffffffffffff differs"),
     "path escape": (_escape, "not scores/<hash>.json"),
-    "string k": (_string_k, "k and seed must be integers"),
+    "string k": (_string_k, "record field k has type str"),
 }
 
 

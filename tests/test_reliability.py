@@ -1,0 +1,291 @@
+"""Reliability promises not already proven elsewhere (see docs/reliability.md for the map):
+stuck plugins, invalid outputs, undefined metrics, awkward file names, untrusted input and
+bit-for-bit repeatable records."""
+
+from __future__ import annotations
+
+import ast
+import json
+import os
+import re
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from conftest import make_mvtec_category, write_png
+from PIL import Image
+from typer.testing import CliRunner
+
+from fsad_bench import registry
+from fsad_bench.config import build_run_config
+from fsad_bench.datasets import mvtec
+from fsad_bench.datasets.io import load_category_tensors
+from fsad_bench.errors import DatasetError
+from fsad_bench.protocol import SupportEntry, check_entries
+from fsad_bench.records import EpisodeRecord
+from fsad_bench.results import read_records, read_scores
+from fsad_bench.runner import run
+from fsad_bench.submission import SubmissionError, parse_json
+
+REPO = Path(__file__).resolve().parent.parent
+FAKES = {
+    "meandist": "fake_plugins:MeanDistance",
+    "hangs": "fake_plugins:Hangs",
+    "wrongmaps": "fake_plugins:WrongShapeMaps",
+    "infscores": "fake_plugins:InfScores",
+    "nanscores": "fake_plugins:NanScores",
+}
+
+
+@pytest.fixture(autouse=True)
+def fake_plugins() -> Iterator[None]:
+    for name, target in FAKES.items():
+        registry.register(name, target)
+    yield
+    for name in FAKES:
+        registry.unregister(name)
+
+
+def make_config(root: Path, out: Path, **options: Any) -> Any:
+    settings = {"data_root": root, "layout": "mvtec", "methods": "meandist", "shots": "1",
+                "seeds": "0", "out": out, "image_size": 32, **options}  # fmt: skip
+    return build_run_config(settings)
+
+
+def quiet_run(root: Path, out: Path, **options: Any) -> Any:
+    return run(make_config(root, out, **options), log=lambda _: None)
+
+
+# ---- a plugin that hangs --------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_hanging_episode_is_killed_and_recorded_while_the_others_complete(
+    mvtec_root: Path, tmp_path: Path
+) -> None:
+    config = make_config(mvtec_root, tmp_path / "run", methods="hangs", shots="1,2",
+                         categories="alpha", workers=2)  # fmt: skip
+    config = replace(config, episode_timeout_s=2.0)
+    start = time.monotonic()
+    summary = run(config, log=lambda _: None)
+    elapsed = time.monotonic() - start
+    records = {r.k: r for r in read_records(tmp_path / "run")}
+    assert records.keys() == {1, 2}
+    assert records[1].status == "ok" and records[1].metrics["image_auroc"] == 1.0
+    assert records[2].status == "failed" and records[2].error == "timed out after 2 s"
+    assert [r.k for r in summary.failed] == [2]
+    assert elapsed < 60, "the stuck worker was waited for instead of killed"
+    # the failed record resumes like any other failure: --retry-failed replays it
+    assert run(config, log=lambda _: None).played == 0
+    again = run(replace(config, retry_failed=True), log=lambda _: None)
+    assert again.played == 1 and again.failed[0].error == "timed out after 2 s"
+
+
+def test_isolated_workers_give_the_same_records_as_in_process(
+    mvtec_root: Path, tmp_path: Path
+) -> None:
+    plain = quiet_run(mvtec_root, tmp_path / "plain", categories="alpha")
+    config = make_config(mvtec_root, tmp_path / "iso", categories="alpha")
+    isolated = run(replace(config, episode_timeout_s=120.0), log=lambda _: None)
+    assert plain.played == isolated.played == 1
+    a, b = read_records(tmp_path / "plain")[0], read_records(tmp_path / "iso")[0]
+    assert (a.status, a.metrics, a.method) == (b.status, b.metrics, b.method)
+    assert read_scores(tmp_path / "plain", a) == read_scores(tmp_path / "iso", b)
+
+
+# ---- invalid plugin output ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "reason"),
+    [
+        ("wrongmaps", r"InvalidOutput: maps have shape \(6, 16, 16\), expected \(6, 32, 32\)"),
+        ("infscores", "InvalidOutput: scores contain NaN or inf"),
+    ],
+)
+def test_invalid_output_is_a_failed_record_with_its_reason(
+    method: str, reason: str, mvtec_root: Path, tmp_path: Path
+) -> None:
+    summary = quiet_run(mvtec_root, tmp_path / "run", methods=f"{method},meandist")
+    records = read_records(tmp_path / "run")
+    bad = [r for r in records if r.method.name == method]
+    good = [r for r in records if r.method.name == "meandist"]
+    assert len(bad) == len(good) == 3 and len(summary.failed) == 3
+    for record in bad:
+        assert record.status == "failed" and record.scores_file is None
+        assert record.metrics == {"image_auroc": None, "pixel_auroc": None, "aupro": None}
+        assert record.error is not None
+        assert re.search(reason, record.error), record.error
+    assert all(r.status == "ok" for r in good)
+
+
+def test_cli_exit_code_is_1_when_an_episode_failed(mvtec_root: Path, tmp_path: Path) -> None:
+    from fsad_bench.cli import app
+
+    args = ["run", "--data-root", str(mvtec_root), "--layout", "mvtec", "--shots", "1",
+            "--seeds", "0", "--image-size", "32", "--categories", "alpha"]  # fmt: skip
+    ok = CliRunner().invoke(app, [*args, "--method", "meandist", "--out", str(tmp_path / "a")])
+    assert ok.exit_code == 0, ok.output
+    bad = CliRunner().invoke(app, [*args, "--method", "nanscores", "--out", str(tmp_path / "b")])
+    assert bad.exit_code == 1, bad.output
+    assert "1 episode(s) failed" in bad.output
+
+
+# ---- data faults ----------------------------------------------------------------------------
+
+
+def test_category_without_defects_records_undefined_metrics_as_null(tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    make_mvtec_category(root, "alpha")
+    make_mvtec_category(root, "clean", n_bad=0, seed=1)
+    quiet_run(root, tmp_path / "run")
+    record = next(r for r in read_records(tmp_path / "run") if r.category == "clean")
+    assert record.status == "ok"
+    for name in ("image_auroc", "pixel_auroc", "aupro"):
+        assert record.metrics[name] is None, name  # never 0.5 or 0 in its place
+        assert record.metric_notes[name].startswith("undefined"), record.metric_notes
+    line = (tmp_path / "run" / "records.jsonl").read_text()
+    assert "NaN" not in line and '"image_auroc": null' in line
+
+
+def _rename_tree(category: Path, defect: str, stem: str) -> None:
+    """Give the defect folder and its files non-ASCII names (images and masks alike)."""
+    for part in ("test", "ground_truth"):
+        (category / part / "blob").rename(category / part / defect)
+    for path in sorted((category / "test" / defect).iterdir()):
+        path.rename(path.with_name(f"{stem}{path.name}"))
+    for path in sorted((category / "ground_truth" / defect).iterdir()):
+        path.rename(path.with_name(f"{stem}{path.name}"))
+
+
+def test_non_ascii_names_and_a_symlinked_root_run_end_to_end(tmp_path: Path) -> None:
+    real = tmp_path / "données réelles"
+    make_mvtec_category(real, "alpha")
+    make_mvtec_category(real, "ñandú_检测", seed=1)
+    _rename_tree(real / "ñandú_检测", "rayure-щ", "défaut_")
+    link = tmp_path / "link"
+    os.symlink(real, link, target_is_directory=True)
+    summary = quiet_run(link, tmp_path / "run")
+    assert summary.played == 2 and not summary.failed
+    record = next(r for r in read_records(tmp_path / "run") if r.category == "ñandú_检测")
+    assert record.metrics["image_auroc"] == 1.0 and record.metrics["pixel_auroc"] is not None
+    paths = read_scores(tmp_path / "run", record)["paths"]
+    assert "ñandú_检测/test/rayure-щ/défaut_000.png" in paths
+    assert all(not p.startswith(("/", "..")) for p in paths)  # relative to the root, not resolved
+
+
+def test_same_file_name_in_two_defect_folders_keeps_items_and_masks_apart(
+    tmp_path: Path,
+) -> None:
+    category = make_mvtec_category(tmp_path, "widget", n_bad=1)  # test/blob/000.png
+    image = np.full((32, 32, 3), 90, np.uint8)
+    other = np.zeros((32, 32), np.uint8)
+    other[:4, :] = 255  # a stripe: a different region from blob's square
+    write_png(category / "test" / "scratch" / "000.png", image)
+    write_png(category / "ground_truth" / "scratch" / "000_mask.png", other)
+    listed = mvtec.load_category(tmp_path, "widget")
+    test = load_category_tensors(listed, 32)
+    assert len(set(test.paths)) == len(test.paths)
+    index = {path: i for i, path in enumerate(test.paths)}
+    blob = np.asarray(Image.open(category / "ground_truth" / "blob" / "000_mask.png")) > 127
+    assert test.masks is not None
+    assert np.array_equal(test.masks[index["widget/test/scratch/000.png"]].numpy(), other > 127)
+    assert np.array_equal(test.masks[index["widget/test/blob/000.png"]].numpy(), blob)
+    assert not np.array_equal(blob, other > 127)
+
+
+# ---- untrusted input ------------------------------------------------------------------------
+
+_UNSAFE_CALLS = {("pickle", "load"), ("pickle", "loads"), ("marshal", "loads"), ("dill", "load"),
+                 ("shelve", "open"), ("yaml", "load"), ("yaml", "unsafe_load")}  # fmt: skip
+
+
+def _unsafe_calls(tree: ast.AST) -> list[str]:
+    """Calls that can run code hidden in data: pickle & co, eval/exec, torch.load without
+    weights_only=True, numpy loads that allow pickles."""
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call):
+            continue
+        func, keywords = node.func, {k.arg: k.value for k in node.keywords}
+        if isinstance(func, ast.Name) and func.id in {"eval", "exec", "__import__"}:
+            found.append(f"{func.id}() line {node.lineno}")
+        if not isinstance(func, ast.Attribute):
+            continue
+        owner = func.value.id if isinstance(func.value, ast.Name) else ""
+        if (owner, func.attr) in _UNSAFE_CALLS:
+            found.append(f"{owner}.{func.attr} line {node.lineno}")
+        safe = keywords.get("weights_only")
+        weights_only = isinstance(safe, ast.Constant) and safe.value is True
+        if (owner, func.attr) == ("torch", "load") and not weights_only:
+            found.append(f"torch.load without weights_only=True line {node.lineno}")
+        pickles = keywords.get("allow_pickle")
+        if isinstance(pickles, ast.Constant) and pickles.value is True:
+            found.append(f"allow_pickle=True line {node.lineno}")
+    return found
+
+
+def test_detector_sees_the_unsafe_calls_it_looks_for() -> None:
+    code = ("import pickle, torch, yaml\npickle.load(f)\neval(s)\ntorch.load(p)\n"
+            "torch.load(p, weights_only=False)\nyaml.load(s)\nnp.load(p, allow_pickle=True)\n"
+            "model.eval()\ntorch.load(p, weights_only=True)\nyaml.safe_load(s)\n")  # fmt: skip
+    assert len(_unsafe_calls(ast.parse(code))) == 6
+
+
+def test_library_and_leaderboard_never_deserialise_code() -> None:
+    files = [p for d in ("fsad_bench", "leaderboard", "methods") for p in (REPO / d).rglob("*.py")]
+    assert len(files) > 20
+    problems = {
+        str(path.relative_to(REPO)): calls
+        for path in files
+        if (calls := _unsafe_calls(ast.parse(path.read_text(encoding="utf-8"))))
+    }
+    assert problems == {}
+
+
+def test_deeply_nested_json_is_refused_with_a_submission_error() -> None:
+    with pytest.raises(SubmissionError, match="not valid JSON"):
+        parse_json(b"[" * 200_000, "records.jsonl:1")
+
+
+@pytest.mark.parametrize("escape", ["../outside.png", "cat/../../outside.png", "/abs.png"])
+def test_manifest_paths_escaping_the_data_root_are_refused(escape: str, tmp_path: Path) -> None:
+    root = tmp_path / "data"
+    make_mvtec_category(root, "cat")
+    outside = write_png(tmp_path / "outside.png", np.zeros((8, 8), np.uint8))
+    entry = SupportEntry(str(outside) if escape == "/abs.png" else escape)
+    with pytest.raises(DatasetError, match="data root"):
+        check_entries(root, [entry], tmp_path / "manifest.json")
+
+
+# ---- determinism ----------------------------------------------------------------------------
+
+_VARYING = ("run_id", "timing", "env")  # wall-clock, a fresh id, and the machine's state
+
+
+def _comparable(record: EpisodeRecord) -> dict[str, Any]:
+    data = asdict(record)
+    for key in _VARYING:
+        data.pop(key)
+    return data
+
+
+def test_two_runs_write_identical_records_and_score_files(mvtec_root: Path, tmp_path: Path) -> None:
+    options = {"methods": "patchcore", "categories": "alpha", "image_size": 64}
+    quiet_run(mvtec_root, tmp_path / "a", **options)
+    quiet_run(mvtec_root, tmp_path / "b", **options)
+    a, b = read_records(tmp_path / "a"), read_records(tmp_path / "b")
+    assert len(a) == len(b) == 1 and a[0].status == "ok"
+    assert [_comparable(r) for r in a] == [_comparable(r) for r in b]
+    assert a[0].run_id != b[0].run_id  # the excluded fields really vary, so nothing is hidden
+    for ra, rb in zip(a, b, strict=True):
+        assert ra.scores_file is not None and ra.scores_file == rb.scores_file
+        bytes_a = (tmp_path / "a" / ra.scores_file).read_bytes()
+        assert bytes_a == (tmp_path / "b" / rb.scores_file).read_bytes()
+        assert len(json.loads(bytes_a)["scores"]) == 6
+    manifests = [(tmp_path / d / "support_manifest.json").read_bytes() for d in "ab"]
+    assert manifests[0] == manifests[1]
