@@ -8,7 +8,7 @@ STAMP := $(VENV)/.fsad-installed
 # pip takes them from the local wheel cache where one exists.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: install benchmark test lint format bench-perf
+.PHONY: install benchmark benchmark-all test lint format bench-perf
 
 install: $(STAMP)
 
@@ -20,6 +20,10 @@ $(STAMP): pyproject.toml Makefile
 
 benchmark: $(STAMP)
 	$(BIN)/fsad-bench run --out runs/default
+
+# every built-in method side by side (meta-trained ones take much longer on a CPU)
+benchmark-all: $(STAMP)
+	$(BIN)/fsad-bench run --method all --out runs/all
 
 test: $(STAMP)
 	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium; } \

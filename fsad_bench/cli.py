@@ -38,7 +38,10 @@ def run(
     layout: Annotated[
         str | None, typer.Option(help="mvtec|mpdd|folder|elpv: run a folder without a protocol")
     ] = None,
-    method: Annotated[list[str] | None, typer.Option(help="Method name (repeatable).")] = None,
+    method: Annotated[
+        list[str] | None,
+        typer.Option(help="Method name or preset (repeatable); 'all' for every one."),
+    ] = None,
     shots: Annotated[str | None, typer.Option(help="K values, e.g. 1,2,4,8.")] = None,
     seeds: Annotated[str | None, typer.Option(help="Seeds, e.g. 0,1,2.")] = None,
     categories: Annotated[str | None, typer.Option(help="Only these held-out categories.")] = None,

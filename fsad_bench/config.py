@@ -134,6 +134,10 @@ def build_run_config(options: Mapping[str, Any]) -> RunConfig:
         raise FsadError(f"unknown run options {sorted(unknown)}")
     protocol = resolve_protocol(options)
     methods = parse_str_list(options.get("methods")) or ("patchcore",)
+    if "all" in methods:  # every registered plugin, in registry order
+        from fsad_bench.registry import list_methods
+
+        methods = tuple(list_methods())
     out = Path(options.get("out") or Path("runs") / protocol.name)
     params = parse_params(options.get("params"))
     if options.get("weights"):

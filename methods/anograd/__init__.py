@@ -1,0 +1,1 @@
+"""anograd plugin."""

@@ -1,0 +1,1 @@
+"""padim plugin."""

@@ -1,0 +1,1 @@
+"""riad plugin."""
