@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -47,3 +48,17 @@ def mvtec_root(tmp_path: Path) -> Path:
     for index, name in enumerate(["alpha", "beta", "gamma"]):
         make_mvtec_category(root, name, seed=index)
     return root
+
+
+@pytest.fixture
+def fake_methods() -> Iterator[None]:
+    """Register the misbehaving/spying plugins of fake_plugins.py for one test."""
+    from fake_plugins import FAKES
+
+    from fsad_bench import registry
+
+    for name, target in FAKES.items():
+        registry.register(name, target)
+    yield
+    for name in FAKES:
+        registry.unregister(name)

@@ -88,3 +88,10 @@ class InfScores(MeanDistance):
     def predict(self, images: torch.Tensor) -> Prediction:
         pred = super().predict(images)
         return Prediction(pred.scores + float("inf"), pred.maps)
+
+
+FAKES = {
+    cls.info.name: f"fake_plugins:{cls.__name__}"
+    for cls in (MeanDistance, NanScores, Raises, MetaSpy, Hangs, WrongShapeMaps, InfScores)
+}
+"""Registry name -> target of every fake above (see the ``fake_methods`` fixture)."""

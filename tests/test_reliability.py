@@ -9,7 +9,6 @@ import json
 import os
 import re
 import time
-from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,6 @@ from conftest import make_mvtec_category, write_png
 from PIL import Image
 from typer.testing import CliRunner
 
-from fsad_bench import registry
 from fsad_bench.config import build_run_config
 from fsad_bench.datasets import mvtec
 from fsad_bench.datasets.io import load_category_tensors
@@ -32,22 +30,7 @@ from fsad_bench.runner import run
 from fsad_bench.submission import SubmissionError, parse_json
 
 REPO = Path(__file__).resolve().parent.parent
-FAKES = {
-    "meandist": "fake_plugins:MeanDistance",
-    "hangs": "fake_plugins:Hangs",
-    "wrongmaps": "fake_plugins:WrongShapeMaps",
-    "infscores": "fake_plugins:InfScores",
-    "nanscores": "fake_plugins:NanScores",
-}
-
-
-@pytest.fixture(autouse=True)
-def fake_plugins() -> Iterator[None]:
-    for name, target in FAKES.items():
-        registry.register(name, target)
-    yield
-    for name in FAKES:
-        registry.unregister(name)
+pytestmark = pytest.mark.usefixtures("fake_methods")
 
 
 def make_config(root: Path, out: Path, **options: Any) -> Any:

@@ -3,33 +3,17 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import make_mvtec_category
 
-from fsad_bench import registry
 from fsad_bench.config import build_run_config
 from fsad_bench.errors import DatasetError, PluginError, ProtocolError
 from fsad_bench.results import read_records
 from fsad_bench.runner import run
 
-FAKES = {
-    "meandist": "fake_plugins:MeanDistance",
-    "nanscores": "fake_plugins:NanScores",
-    "raises": "fake_plugins:Raises",
-    "metaspy": "fake_plugins:MetaSpy",
-}
-
-
-@pytest.fixture(autouse=True)
-def fake_plugins() -> Iterator[None]:
-    for name, target in FAKES.items():
-        registry.register(name, target)
-    yield
-    for name in FAKES:
-        registry.unregister(name)
+pytestmark = pytest.mark.usefixtures("fake_methods")
 
 
 def config(root: Path, out: Path, methods: str = "meandist", **extra: object):
