@@ -168,6 +168,20 @@ def test_meta_state_round_trip_gives_the_same_scores() -> None:
     assert clone.provenance()["meta_loss_first_last"] == method.provenance()["meta_loss_first_last"]
 
 
+def test_zero_iterations_keep_the_untrained_network() -> None:
+    method = RegAD(**{**TINY, "iterations": 0})
+    seed_everything(0)
+    method.meta_fit(meta_set())
+    images = tiny_normals(2, 32)
+    with torch.no_grad():
+        _, thetas = method._net.aligned(images)
+    for theta in thetas:
+        torch.testing.assert_close(theta, torch.eye(2, 3).expand(2, 2, 3))
+    clone = RegAD(**{**TINY, "iterations": 0})
+    clone.load_meta_state_dict(method.meta_state_dict())
+    assert clone.provenance()["meta_iterations"] == 0
+
+
 def test_provenance_names_the_backbone_that_ran() -> None:
     from fsad_bench.backbones import resolve_weights
     from fsad_bench.errors import WeightsError
@@ -187,6 +201,8 @@ def test_bad_params_fail_with_the_fix() -> None:
         RegAD(stn_mode="perspective")
     with pytest.raises(ValueError, match="exactly one of epochs and iterations"):
         RegAD(epochs=5)
+    with pytest.raises(ValueError, match="frozen_stages"):
+        RegAD(frozen_stages=4)
     with pytest.raises(ValueError, match="multiple of 16"):
         RegAD(input_size=100)
 

@@ -187,8 +187,12 @@ def train_registration(
     """SGD with a cosine schedule on same-category pairs; keeps the best validation state.
 
     Validation pairs come from held-out images of the same (training) categories, so model
-    selection never looks at the category the model will be tested on.
+    selection never looks at the category the model will be tested on. Zero iterations leave
+    the network as built (the no-meta-training ablation).
     """
+    if settings.iterations == 0:
+        net.eval()
+        return TrainLog()
     train, val = split_images(images, settings.val_fraction, generator)
     val_pairs = sample_pairs(val, settings.val_pairs, generator) if val else None
     optimiser = torch.optim.SGD(

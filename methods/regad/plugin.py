@@ -70,7 +70,7 @@ class RegAD(MethodBase):
         "frozen_stages": 1,  # leading backbone stages not trained (paper: 0)
         "input_size": 128,
         "iterations": 100,  # used when epochs is null
-        "epochs": None,  # one epoch = every meta-train image once per batch slot
+        "epochs": None,  # one epoch = ceil(meta-train images / batch_size) steps
         "batch_size": 8,
         "lr": 1e-3,
         "momentum": 0.9,
@@ -91,6 +91,7 @@ class RegAD(MethodBase):
             "frozen_stages": 0,
         },
         "affine": {"stn_mode": "affine"},
+        "no_meta": {"iterations": 0},  # ablation: pretrained stages, identity STNs
     }
     conformance_params: ClassVar[dict[str, Any]] = {
         "input_size": 64, "iterations": 3, "batch_size": 4, "augment_copies": 3,
@@ -103,6 +104,12 @@ class RegAD(MethodBase):
             raise ValueError(f"regad: stn_mode={p['stn_mode']!r}; choose one of {list(STN_MODES)}")
         if (p["epochs"] is None) == (p["iterations"] is None):
             raise ValueError("regad: set exactly one of epochs and iterations (the other to null)")
+        if p["iterations"] is not None and p["iterations"] < 0:
+            raise ValueError(f"regad: iterations={p['iterations']} must be >= 0")
+        if p["frozen_stages"] not in range(len(LAYERS) + 1):
+            raise ValueError(
+                f"regad: frozen_stages={p['frozen_stages']!r} must be 0 to {len(LAYERS)}"
+            )
         if p["input_size"] < 32 or p["input_size"] % 16:
             raise ValueError(f"regad: input_size={p['input_size']} must be a multiple of 16, >= 32")
         self.device = torch.device("cpu")
@@ -147,7 +154,7 @@ class RegAD(MethodBase):
         else:
             iterations = p["epochs"] * math.ceil(n_images / p["batch_size"])
         return TrainSettings(
-            iterations=max(int(iterations), 1), batch_size=p["batch_size"], lr=p["lr"],
+            iterations=int(iterations), batch_size=p["batch_size"], lr=p["lr"],
             momentum=p["momentum"], val_fraction=p["val_fraction"],
         )  # fmt: skip
 
