@@ -17,6 +17,7 @@ from dataclasses import replace
 
 import pytest
 import torch
+
 from fsad_methods.anograd.core import ConvAutoencoder, ReferenceGradient, train_gradcon
 from fsad_methods.anograd.plugin import AnoGrad
 from fsad_methods.common.losses import ReconstructionLoss

@@ -16,10 +16,10 @@ from typing import Any
 
 import pytest
 import torch
-from fsad_methods.padim.plugin import PaDiM
 
 from fsad_bench.testing.data import tiny_normals
 from fsad_bench.timing import PeakMemory, rss_mb
+from fsad_methods.padim.plugin import PaDiM
 
 K, SIZE, N_TEST = 8, 256, 16
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+
+from fsad_bench.method import MetaTrainSet
+from fsad_bench.testing.data import tiny_normals
 from fsad_methods.anograd.core import (
     ConvAutoencoder,
     ReferenceGradient,
@@ -13,9 +16,6 @@ from fsad_methods.anograd.core import (
     train_gradcon,
 )
 from fsad_methods.anograd.plugin import AnoGrad
-
-from fsad_bench.method import MetaTrainSet
-from fsad_bench.testing.data import tiny_normals
 
 TINY = {"input_size": 32, "width": 4, "pretrain_steps": 3, "fit_steps": 3, "batch_size": 4}
 

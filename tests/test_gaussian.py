@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from fsad_methods.common.gaussian import PositionGaussians, ledoit_wolf_covariance
 from scipy.spatial.distance import mahalanobis
 from sklearn.covariance import ledoit_wolf
+
+from fsad_methods.common.gaussian import PositionGaussians, ledoit_wolf_covariance
 
 
 def correlated_features(n: int, c: int = 6, h: int = 3, w: int = 4, seed: int = 0) -> torch.Tensor:

@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import torch
+from torch.func import functional_call
+
+from fsad_bench.method import MetaTrainSet
+from fsad_bench.testing.data import tiny_normals
 from fsad_methods.common.losses import ReconstructionLoss
 from fsad_methods.common.reconstruction import random_pixel_masks
 from fsad_methods.common.unet import UNet
@@ -17,10 +21,6 @@ from fsad_methods.meta_riad.core import (
     sample_task,
 )
 from fsad_methods.meta_riad.plugin import MetaRIAD
-from torch.func import functional_call
-
-from fsad_bench.method import MetaTrainSet
-from fsad_bench.testing.data import tiny_normals
 
 LOSS = ReconstructionLoss()
 TINY = {

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from fsad_methods.common.gaussian import PositionGaussians
-from fsad_methods.padim.core import PaDiMModel, concat_at_finest, random_channels
-from fsad_methods.padim.plugin import PaDiM
 
 from fsad_bench.testing.data import tiny_defect, tiny_normals
+from fsad_methods.common.features import concat_at_finest
+from fsad_methods.common.gaussian import PositionGaussians
+from fsad_methods.padim.core import PaDiMModel, random_channels
+from fsad_methods.padim.plugin import PaDiM
 
 
 def pooled_pyramid(images: torch.Tensor) -> list[torch.Tensor]:

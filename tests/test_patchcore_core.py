@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import nn
+
 from fsad_methods.patchcore.core import (
     FaissNearestNeighbours,
     PatchCoreModel,
     aggregate_features,
     greedy_coreset,
 )
-from torch import nn
 
 
 def reference_k_center(points: np.ndarray, n: int, start: int) -> list[int]:

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from fsad_methods.padim.core import concat_at_finest
+from torch import nn
+
+from fsad_bench.backbones import cached_feature_extractor
+from fsad_bench.config import build_run_config
+from fsad_bench.datasets.io import load_image
+from fsad_bench.method import MetaTrainSet
+from fsad_bench.runner import run
+from fsad_bench.testing.data import tiny_defect, tiny_normals
+from fsad_bench.timing import seed_everything
+from fsad_methods.common.features import concat_at_finest
 from fsad_methods.regad.core import (
     RegADNet,
     TrainSettings,
@@ -24,15 +33,6 @@ from fsad_methods.regad.stn import (
     params_to_theta,
     warp,
 )
-from torch import nn
-
-from fsad_bench.backbones import cached_feature_extractor
-from fsad_bench.config import build_run_config
-from fsad_bench.datasets.io import load_image
-from fsad_bench.method import MetaTrainSet
-from fsad_bench.runner import run
-from fsad_bench.testing.data import tiny_defect, tiny_normals
-from fsad_bench.timing import seed_everything
 
 TINY = {"input_size": 32, "iterations": 2, "batch_size": 2, "augment_copies": 1}
 

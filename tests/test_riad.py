@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+
+from fsad_bench.method import MetaTrainSet
+from fsad_bench.testing.data import tiny_normals
 from fsad_methods.common.losses import ReconstructionLoss
 from fsad_methods.common.unet import UNet
 from fsad_methods.riad.core import train_inpainting
 from fsad_methods.riad.plugin import RIAD
-
-from fsad_bench.method import MetaTrainSet
-from fsad_bench.testing.data import tiny_normals
 
 TINY = {"input_size": 32, "width": 4, "cells": [2, 4, 8], "pretrain_steps": 2, "fit_steps": 2}
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from skimage.metrics import structural_similarity
+from torch import nn
+
 from fsad_methods.common.losses import (
     GMS_C,
     GRAD_EPS,
@@ -24,8 +27,6 @@ from fsad_methods.common.reconstruction import (
     stitched_reconstruction,
 )
 from fsad_methods.common.unet import ConvBlock, UNet
-from skimage.metrics import structural_similarity
-from torch import nn
 
 
 def smooth_pair(size: int = 32, border: int = 0, seed: int = 0) -> tuple[torch.Tensor, ...]:

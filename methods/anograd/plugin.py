@@ -10,6 +10,9 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+
+from fsad_bench.method import MetaTrainSet, MethodBase, MethodInfo, NotFittedError
+from fsad_bench.records import Prediction
 from fsad_methods.anograd.core import (
     ConvAutoencoder,
     ReferenceGradient,
@@ -17,9 +20,6 @@ from fsad_methods.anograd.core import (
     train_gradcon,
 )
 from fsad_methods.common.reconstruction import resize
-
-from fsad_bench.method import MetaTrainSet, MethodBase, MethodInfo, NotFittedError
-from fsad_bench.records import Prediction
 
 FIT_REFERENCES = ("reset", "continue")
 

@@ -11,9 +11,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
 from fsad_methods.common.losses import GMS_C, msgms_maps
 from fsad_methods.common.maps import upsample_and_smooth
-from torch import Tensor, nn
 
 
 def resize(images: Tensor, size: int) -> Tensor:

@@ -22,9 +22,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import torch
-from fsad_methods.common.reconstruction import grid_masks, random_pixel_masks
 from torch import Tensor, nn
 from torch.func import functional_call, grad
+
+from fsad_methods.common.reconstruction import grid_masks, random_pixel_masks
 
 Params = dict[str, Tensor]
 LossFn = Callable[[Tensor, Tensor], Tensor]

@@ -11,6 +11,9 @@ import copy
 from typing import Any, ClassVar
 
 import torch
+
+from fsad_bench.method import MetaTrainSet, MethodBase, MethodInfo, NotFittedError
+from fsad_bench.records import Prediction
 from fsad_methods.common.losses import ReconstructionLoss
 from fsad_methods.common.reconstruction import resize, score_by_inpainting
 from fsad_methods.common.unet import UNet
@@ -22,9 +25,6 @@ from fsad_methods.meta_riad.core import (
     meta_train,
     test_mask_sets,
 )
-
-from fsad_bench.method import MetaTrainSet, MethodBase, MethodInfo, NotFittedError
-from fsad_bench.records import Prediction
 
 
 def _episode_generator() -> torch.Generator:

@@ -11,24 +11,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.nn.functional as F
-from fsad_methods.common.gaussian import Covariance, PositionGaussians
-from fsad_methods.common.maps import upsample_and_smooth
 from torch import Tensor
 
-
-def concat_at_finest(features: Sequence[Tensor]) -> Tensor:
-    """Coarser maps are repeated (nearest) to the first map's grid and stacked on channels.
-
-    Nearest upsampling is what PaDiM's unfold/fold ``embedding_concat`` computes: every
-    fine position gets the coarse feature of the cell it lies in.
-    """
-    target = features[0].shape[-2:]
-    resized = [
-        f if f.shape[-2:] == target else F.interpolate(f, size=target, mode="nearest")
-        for f in features
-    ]
-    return torch.cat(resized, dim=1)
+from fsad_methods.common.features import concat_at_finest
+from fsad_methods.common.gaussian import Covariance, PositionGaussians
+from fsad_methods.common.maps import upsample_and_smooth
 
 
 def random_channels(total: int, d: int | None, seed: int) -> Tensor | None:

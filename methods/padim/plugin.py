@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from fsad_methods.common.gaussian import COVARIANCES
-from fsad_methods.padim.core import PaDiMModel, random_channels
 
 from fsad_bench.backbones import FeatureExtractor, WeightsSource, cached_feature_extractor
 from fsad_bench.method import MethodBase, MethodInfo, NotFittedError
 from fsad_bench.records import Prediction
+from fsad_methods.common.gaussian import COVARIANCES
+from fsad_methods.padim.core import PaDiMModel, random_channels
 
 DEFAULT_LAYERS = (1, 2, 3)  # strides 4, 8, 16 on every backbone here (ResNet layer1..layer3)
 

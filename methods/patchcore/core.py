@@ -14,8 +14,9 @@ import faiss
 import numpy as np
 import torch
 import torch.nn.functional as F
-from fsad_methods.common.maps import upsample_and_smooth
 from torch import Tensor, nn
+
+from fsad_methods.common.maps import upsample_and_smooth
 
 
 def aggregate_features(features: Sequence[Tensor], embed_dim: int | None = None) -> Tensor:

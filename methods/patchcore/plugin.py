@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from fsad_methods.patchcore.core import PatchCoreModel
 
 from fsad_bench.backbones import cached_feature_extractor
 from fsad_bench.method import MethodBase, MethodInfo, NotFittedError
 from fsad_bench.records import Prediction
+from fsad_methods.patchcore.core import PatchCoreModel
 
 
 class PatchCore(MethodBase):

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
+from torch import Tensor, nn
+
+from fsad_methods.common.features import concat_at_finest
 from fsad_methods.common.gaussian import PositionGaussians
 from fsad_methods.common.maps import upsample_and_smooth
-from fsad_methods.padim.core import concat_at_finest
 from fsad_methods.regad.stn import SpatialTransformer, compose, invert, warp
-from torch import Tensor, nn
 
 
 def _head(channels: int, depth: int) -> nn.Sequential:

@@ -12,6 +12,12 @@ import math
 from typing import Any, ClassVar
 
 import torch
+from torch import nn
+
+from fsad_bench.backbones import FeatureExtractor, WeightsSource, cached_feature_extractor
+from fsad_bench.errors import WeightsError
+from fsad_bench.method import MetaTrainSet, MethodBase, MethodInfo, NotFittedError
+from fsad_bench.records import Prediction
 from fsad_methods.regad.core import (
     RegADNet,
     RegADScorer,
@@ -21,12 +27,6 @@ from fsad_methods.regad.core import (
     train_registration,
 )
 from fsad_methods.regad.stn import STN_MODES
-from torch import nn
-
-from fsad_bench.backbones import FeatureExtractor, WeightsSource, cached_feature_extractor
-from fsad_bench.errors import WeightsError
-from fsad_bench.method import MetaTrainSet, MethodBase, MethodInfo, NotFittedError
-from fsad_bench.records import Prediction
 
 LAYERS = (1, 2, 3)  # strides 4, 8, 16: ResNet layer1..layer3, as in the paper
 FALLBACK = "efficientnet_lite0"

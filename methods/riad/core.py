@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from torch import Tensor, nn
+
 from fsad_methods.common.losses import ReconstructionLoss
 from fsad_methods.common.reconstruction import (
     grid_masks,
@@ -19,7 +21,6 @@ from fsad_methods.common.reconstruction import (
     stitched_reconstruction,
 )
 from fsad_methods.common.unet import UNet
-from torch import Tensor, nn
 
 
 def train_inpainting(

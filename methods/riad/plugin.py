@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
-from fsad_methods.common.losses import ReconstructionLoss
-from fsad_methods.riad.core import RIADModel
 
 from fsad_bench.method import MetaTrainSet, MethodBase, MethodInfo, NotFittedError
 from fsad_bench.records import Prediction
+from fsad_methods.common.losses import ReconstructionLoss
+from fsad_methods.riad.core import RIADModel
 
 
 def _episode_generator() -> torch.Generator:
