@@ -133,7 +133,7 @@ def predict_batched(method: Any, images: torch.Tensor, batch_size: int) -> Predi
     has_maps = {m is not None for m in maps}
     if len(has_maps) > 1:
         raise InvalidOutput("predict returned maps for some batches and None for others")
-    return Prediction(torch.cat(scores), None if None in has_maps else torch.cat(maps))
+    return Prediction(torch.cat(scores), None if False in has_maps else torch.cat(maps))
 
 
 def validate(pred: Prediction, n: int, size: int, produces_maps: bool) -> None:

@@ -90,8 +90,26 @@ class InfScores(MeanDistance):
         return Prediction(pred.scores + float("inf"), pred.maps)
 
 
+class ScoresOnly(MeanDistance):
+    """Image scores only, like AnoGrad: pixel metrics must come out "not applicable"."""
+
+    info: ClassVar[MethodInfo] = MethodInfo("scoresonly", "0", False, False)
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        return Prediction(super().predict(images).scores, None)
+
+
 FAKES = {
     cls.info.name: f"fake_plugins:{cls.__name__}"
-    for cls in (MeanDistance, NanScores, Raises, MetaSpy, Hangs, WrongShapeMaps, InfScores)
+    for cls in (
+        MeanDistance,
+        NanScores,
+        Raises,
+        MetaSpy,
+        Hangs,
+        WrongShapeMaps,
+        InfScores,
+        ScoresOnly,
+    )
 }
 """Registry name -> target of every fake above (see the ``fake_methods`` fixture)."""

@@ -86,6 +86,17 @@ def test_failures_are_recorded_and_the_run_goes_on(mvtec_root: Path, tmp_path: P
     assert all(r.metrics["image_auroc"] is None for r in summary.failed)
 
 
+def test_method_without_maps_runs_over_several_batches(mvtec_root: Path, tmp_path: Path) -> None:
+    run(config(mvtec_root, tmp_path / "run", methods="scoresonly", batch_size=2),
+        log=lambda _: None)  # fmt: skip
+    records = read_records(tmp_path / "run")
+    assert len(records) == 12 and all(r.status == "ok" for r in records), records[0].error
+    for record in records:
+        assert record.metrics["image_auroc"] == 1.0
+        assert record.metrics["pixel_auroc"] is None and record.metrics["aupro"] is None
+        assert "not applicable" in record.metric_notes["pixel_auroc"]
+
+
 def test_meta_fit_never_sees_the_held_out_category(mvtec_root: Path, tmp_path: Path) -> None:
     from fake_plugins import MetaSpy
 
