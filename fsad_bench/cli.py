@@ -61,6 +61,16 @@ def run(
         float | None,
         typer.Option(help="Seconds per episode; overruns are recorded as failed (isolated runs)."),
     ] = None,
+    episode_memory_mb: Annotated[
+        float | None,
+        typer.Option(help="MB an episode may grow; beyond it the episode is killed and failed."),
+    ] = None,
+    executor: Annotated[
+        str | None, typer.Option(help="local (process pool, default) or ray.")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local Ray).")
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with the same options.")] = None,
 ) -> None:
     """Play every episode of a protocol for the given methods and print the table.
@@ -77,6 +87,7 @@ def run(
         "shots": shots, "seeds": seeds, "categories": categories, "out": out,
         "workers": workers, "device": device, "params": param, "image_size": image_size,
         "weights": weights, "episode_timeout": episode_timeout,
+        "episode_memory_mb": episode_memory_mb, "executor": executor, "address": address,
         "retry_failed": retry_failed or None,
     }  # fmt: skip
     try:

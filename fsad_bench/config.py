@@ -20,7 +20,7 @@ DEFAULT_PROTOCOL = "synthetic_loo"
 OPTION_KEYS = {
     "protocol", "data_root", "layout", "methods", "shots", "seeds", "categories", "out",
     "workers", "device", "params", "image_size", "batch_size", "retry_failed", "weights",
-    "episode_timeout",
+    "episode_timeout", "episode_memory_mb", "executor", "address",
 }  # fmt: skip
 
 
@@ -152,7 +152,21 @@ def build_run_config(options: Mapping[str, Any]) -> RunConfig:
         batch_size=int(options.get("batch_size") or 16),
         retry_failed=bool(options.get("retry_failed")),
         only_categories=parse_str_list(options.get("categories")),
-        episode_timeout_s=float(options["episode_timeout"])
-        if options.get("episode_timeout")
-        else None,
+        episode_timeout_s=_optional_float(options.get("episode_timeout")),
+        episode_memory_mb=_optional_float(options.get("episode_memory_mb")),
+        executor=_executor(options.get("executor")),
+        address=str(options["address"]) if options.get("address") else None,
     )
+
+
+def _optional_float(value: Any) -> float | None:
+    return float(value) if value not in (None, "") else None
+
+
+def _executor(name: Any) -> str:
+    from fsad_bench.executors import EXECUTORS
+
+    name = str(name or "local")
+    if name not in EXECUTORS:
+        raise FsadError(f"unknown --executor {name!r}; choose one of {', '.join(EXECUTORS)}")
+    return name

@@ -7,20 +7,18 @@ writes the score sidecar and then the record line, so a kill never leaves half a
 from __future__ import annotations
 
 import json
-import queue
 import sys
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
 from fsad_bench.datasets import get_layout
 from fsad_bench.datasets.base import Category
 from fsad_bench.errors import DatasetError, FsadError, ProtocolError
+from fsad_bench.executors import Limits, execute
 from fsad_bench.protocol import (
     Protocol,
     SupportEntry,
@@ -57,6 +55,9 @@ class RunConfig:
     retry_failed: bool = False
     only_categories: tuple[str, ...] | None = None
     episode_timeout_s: float | None = None  # set: every episode in its own killable process
+    episode_memory_mb: float | None = None  # likewise; growth beyond it kills the episode
+    executor: str = "local"  # or "ray" (fsad_bench.executor_ray)
+    address: str | None = None  # Ray cluster address; None starts a local Ray
 
     def episodes(self) -> list[Episode]:
         """The protocol's episodes, optionally restricted to some held-out categories."""
@@ -184,93 +185,6 @@ def _result_key(task: Any) -> str:
     return f"{name}:{preset}:{task.episode.key}"
 
 
-def _execute(tasks: list[Any], workers: int) -> Iterable[Any]:
-    from fsad_bench.episode import play
-
-    if workers <= 1:
-        for task in tasks:
-            yield play(task)
-        return
-    context = get_context("spawn")  # fork after torch/OpenMP initialisation can deadlock
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
-    try:
-        futures = [pool.submit(play, task) for task in tasks]
-        for future in as_completed(futures):
-            yield future.result()
-    finally:  # on an error or Ctrl-C, queued episodes are dropped, not played unseen
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-_STARTED = "started"
-_STARTUP_S = 120.0  # importing torch in a fresh process; not charged to the episode
-
-
-def _play_in_child(task: Any, targets: dict[str, str], outbox: Any) -> None:
-    """Spawned children start with an empty in-process registry: repeat the parent's names."""
-    from fsad_bench import registry
-    from fsad_bench.episode import play
-
-    known = registry.list_methods()
-    for name, target in targets.items():
-        if name not in known:
-            registry.register(name, target)
-    outbox.put(_STARTED)  # the episode's clock starts here, after the imports
-    outbox.put(play(task))
-
-
-@dataclass
-class _Child:
-    task: Any
-    process: Any
-    outbox: Any
-    deadline: float
-
-
-def _execute_isolated(tasks: list[Any], workers: int, timeout: float) -> Iterator[Any]:
-    """One spawned process per episode, at most ``workers`` at once; an episode that overruns
-    ``timeout`` seconds is killed and recorded as failed, and the next one starts."""
-    from fsad_bench.episode import failed_outcome
-    from fsad_bench.registry import list_methods
-
-    context = get_context("spawn")
-    targets = list_methods()
-    queued, running = list(tasks), []
-    try:
-        while queued or running:
-            while queued and len(running) < max(workers, 1):
-                task, outbox = queued.pop(0), context.Queue(maxsize=2)
-                process = context.Process(target=_play_in_child, args=(task, targets, outbox))
-                process.start()
-                running.append(_Child(task, process, outbox, time.monotonic() + _STARTUP_S))
-            for child in list(running):
-                outcome = _poll(child.outbox, 0.2 / len(running))
-                if outcome == _STARTED:
-                    child.deadline = time.monotonic() + timeout
-                    continue
-                if outcome is None and time.monotonic() > child.deadline:
-                    child.process.kill()
-                    outcome = failed_outcome(child.task, f"timed out after {timeout:g} s")
-                elif outcome is None and not child.process.is_alive():
-                    outcome = _poll(child.outbox, 1.0) or failed_outcome(
-                        child.task, f"worker process died (exit code {child.process.exitcode})"
-                    )
-                if outcome is not None:
-                    child.process.join()
-                    running.remove(child)
-                    yield outcome
-    finally:  # on an error or Ctrl-C no orphan keeps computing
-        for child in running:
-            child.process.kill()
-            child.process.join()
-
-
-def _poll(outbox: Any, wait: float) -> Any:
-    try:
-        return outbox.get(timeout=wait)
-    except queue.Empty:
-        return None
-
-
 def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSummary:
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     for spec in config.methods:
@@ -309,10 +223,8 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
     )
     failed: list[EpisodeRecord] = []
     start = time.perf_counter()
-    if config.episode_timeout_s is not None:
-        outcomes = _execute_isolated(pending, config.workers, config.episode_timeout_s)
-    else:
-        outcomes = _execute(pending, config.workers)
+    limits = Limits(config.episode_timeout_s, config.episode_memory_mb)
+    outcomes = execute(pending, config.workers, limits, config.executor, config.address)
     for index, outcome in enumerate(outcomes, start=1):
         if outcome.data_error:
             raise DatasetError(outcome.data_error)
