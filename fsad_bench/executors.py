@@ -49,9 +49,15 @@ def _execute_pool(tasks: list[Any], workers: int) -> Iterator[Any]:
     """A pool of long-lived workers; if one dies (segfault, OOM kill) the pool breaks, and
     the episodes it took down are replayed one process each, so only the culprit fails."""
     from fsad_bench.episode import play
+    from fsad_bench.registry import list_methods
 
     context = get_context("spawn")  # fork after torch/OpenMP initialisation can deadlock
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context)
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=context,
+        initializer=register_missing,
+        initargs=(list_methods(),),
+    )
     casualties: list[Any] = []
     try:
         futures = {pool.submit(play, task): task for task in tasks}
@@ -68,15 +74,20 @@ def _execute_pool(tasks: list[Any], workers: int) -> Iterator[Any]:
         yield from execute_isolated(casualties, workers, Limits())
 
 
-def _play_in_child(task: Any, targets: dict[str, str], outbox: Any) -> None:
-    """Spawned children start with an empty in-process registry: repeat the parent's names."""
+def register_missing(targets: dict[str, str]) -> None:
+    """Spawned workers start with an empty in-process registry: repeat the parent's names."""
     from fsad_bench import registry
-    from fsad_bench.episode import play
 
     known = registry.list_methods()
     for name, target in targets.items():
         if name not in known:
             registry.register(name, target)
+
+
+def _play_in_child(task: Any, targets: dict[str, str], outbox: Any) -> None:
+    from fsad_bench.episode import play
+
+    register_missing(targets)
     outbox.put(_STARTED)  # the episode's clock starts here, after the imports
     outbox.put(play(task))
 

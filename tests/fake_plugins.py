@@ -90,6 +90,38 @@ class InfScores(MeanDistance):
         return Prediction(pred.scores + float("inf"), pred.maps)
 
 
+class Dies(MeanDistance):
+    """Kills its own process (like a segfault or the OOM killer) when given two shots."""
+
+    info: ClassVar[MethodInfo] = MethodInfo("dies", "0", True, False)
+
+    def fit(self, support: torch.Tensor) -> None:
+        import os
+
+        if len(support) == 2:
+            os._exit(3)
+        super().fit(support)
+
+
+class Leaks(MeanDistance):
+    """Keeps ``leak_mb`` of touched memory alive in a module global at every two-shot fit,
+    as a plugin with a cache that never empties would."""
+
+    info: ClassVar[MethodInfo] = MethodInfo("leaks", "0", True, False)
+    defaults: ClassVar[dict[str, Any]] = {"leak_mb": 600}
+    kept: ClassVar[list[Any]] = []
+
+    def fit(self, support: torch.Tensor) -> None:
+        import time
+
+        import numpy as np
+
+        if len(support) == 2:
+            Leaks.kept.append(np.ones(int(self.params["leak_mb"]) * 2**17))  # 8-byte floats
+            time.sleep(1.0)  # the runner samples memory a few times a second
+        super().fit(support)
+
+
 class ScoresOnly(MeanDistance):
     """Image scores only, like AnoGrad: pixel metrics must come out "not applicable"."""
 
@@ -110,6 +142,8 @@ FAKES = {
         WrongShapeMaps,
         InfScores,
         ScoresOnly,
+        Dies,
+        Leaks,
     )
 }
 """Registry name -> target of every fake above (see the ``fake_methods`` fixture)."""

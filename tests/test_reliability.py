@@ -80,6 +80,35 @@ def test_isolated_workers_give_the_same_records_as_in_process(
     assert read_scores(tmp_path / "plain", a) == read_scores(tmp_path / "iso", b)
 
 
+# ---- a worker that dies, a plugin that leaks -------------------------------------------------
+
+
+@pytest.mark.slow
+def test_a_dying_pool_worker_fails_only_its_own_episodes(mvtec_root: Path, tmp_path: Path) -> None:
+    summary = quiet_run(mvtec_root, tmp_path / "run", methods="dies", shots="1,2", workers=2)
+    records = {(r.category, r.k): r for r in read_records(tmp_path / "run")}
+    assert len(records) == 6
+    assert all(records[c, 1].status == "ok" for c in ("alpha", "beta", "gamma"))
+    for category in ("alpha", "beta", "gamma"):
+        assert records[category, 2].status == "failed"
+        assert records[category, 2].error == "worker process died (exit code 3)"
+    assert len(summary.failed) == 3
+
+
+@pytest.mark.slow
+def test_a_leaking_episode_is_killed_at_the_memory_limit(mvtec_root: Path, tmp_path: Path) -> None:
+    config = make_config(mvtec_root, tmp_path / "run", methods="leaks", shots="1,2",
+                         categories="alpha,beta")  # fmt: skip
+    summary = run(replace(config, episode_memory_mb=400.0), log=lambda _: None)
+    records = {(r.category, r.k): r for r in read_records(tmp_path / "run")}
+    assert {key: r.status for key, r in records.items()} == {
+        ("alpha", 1): "ok", ("beta", 1): "ok", ("alpha", 2): "failed", ("beta", 2): "failed",
+    }  # fmt: skip
+    assert records["alpha", 2].error.startswith("memory limit exceeded: grew ")
+    assert "(limit 400 MB; raise --episode-memory-mb)" in records["alpha", 2].error
+    assert len(summary.failed) == 2
+
+
 # ---- invalid plugin output ------------------------------------------------------------------
 
 
