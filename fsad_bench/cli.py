@@ -71,6 +71,10 @@ def run(
     address: Annotated[
         str | None, typer.Option(help="Ray cluster address (default: start a local Ray).")
     ] = None,
+    save_maps: Annotated[
+        int | None,
+        typer.Option(help="Save N anomaly-map panels per episode for the leaderboard gallery."),
+    ] = None,
     config: Annotated[Path | None, typer.Option(help="YAML file with the same options.")] = None,
 ) -> None:
     """Play every episode of a protocol for the given methods and print the table.
@@ -88,6 +92,7 @@ def run(
         "workers": workers, "device": device, "params": param, "image_size": image_size,
         "weights": weights, "episode_timeout": episode_timeout,
         "episode_memory_mb": episode_memory_mb, "executor": executor, "address": address,
+        "save_maps": save_maps,
         "retry_failed": retry_failed or None,
     }  # fmt: skip
     try:

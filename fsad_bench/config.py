@@ -20,7 +20,7 @@ DEFAULT_PROTOCOL = "synthetic_loo"
 OPTION_KEYS = {
     "protocol", "data_root", "layout", "methods", "shots", "seeds", "categories", "out",
     "workers", "device", "params", "image_size", "batch_size", "retry_failed", "weights",
-    "episode_timeout", "episode_memory_mb", "executor", "address",
+    "episode_timeout", "episode_memory_mb", "executor", "address", "save_maps",
 }  # fmt: skip
 
 
@@ -156,6 +156,7 @@ def build_run_config(options: Mapping[str, Any]) -> RunConfig:
         episode_memory_mb=_optional_float(options.get("episode_memory_mb")),
         executor=_executor(options.get("executor")),
         address=str(options["address"]) if options.get("address") else None,
+        save_maps=int(options.get("save_maps") or 0),
     )
 
 

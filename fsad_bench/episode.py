@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fsad_bench import metrics
+from fsad_bench import gallery, metrics
 from fsad_bench.datasets import get_layout
 from fsad_bench.datasets.base import Category
 from fsad_bench.datasets.io import TestSet, load_category_tensors, load_image
@@ -55,6 +55,7 @@ class EpisodeTask:
     batch_size: int = 16
     cache_dir: str | None = None
     threads: int | None = None
+    save_maps: int = 0  # panels per episode for the leaderboard gallery (fsad_bench.gallery)
 
 
 @dataclass
@@ -65,6 +66,7 @@ class EpisodeOutcome:
     record: EpisodeRecord | None
     scores: dict[str, Any] | None = field(default=None)
     data_error: str | None = None
+    files: dict[str, bytes] = field(default_factory=dict)  # saved maps, relative to the run
 
 
 class InvalidOutput(RuntimeError):
@@ -231,7 +233,11 @@ def play(task: EpisodeTask) -> EpisodeOutcome:
             "labels": test.labels.tolist(),
             "scores": [float(s) for s in pred.scores.numpy().astype(np.float64)],
         }
-        return EpisodeOutcome(record, scores)
+        files = {}
+        if task.save_maps and pred.maps is not None:
+            files = gallery.render(record.result_key, test.images, test.labels, test.masks,
+                                   pred.maps, pred.scores, test.paths, task.save_maps)  # fmt: skip
+        return EpisodeOutcome(record, scores, files=files)
     except DatasetError as exc:
         return EpisodeOutcome(None, data_error=str(exc))
     except Exception as exc:  # noqa: BLE001 - the reason is recorded, the run goes on

@@ -92,13 +92,19 @@ def scores_file_name(result_key: str) -> str:
     return f"{SCORES_DIR}/{hashlib.sha256(result_key.encode()).hexdigest()[:20]}.json"
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Whole or absent: written beside the target, synced, then renamed over it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, sort_keys=True, allow_nan=False), encoding="utf-8")
-    with open(tmp, "rb") as handle:
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: Path, payload: Any) -> None:
+    write_bytes_atomic(path, json.dumps(payload, sort_keys=True, allow_nan=False).encode("utf-8"))
 
 
 def read_scores(run_dir: Path, record: EpisodeRecord) -> dict[str, Any]:

@@ -35,6 +35,7 @@ from fsad_bench.results import (
     RecordWriter,
     environment,
     read_records,
+    write_bytes_atomic,
     write_json_atomic,
 )
 
@@ -58,6 +59,7 @@ class RunConfig:
     episode_memory_mb: float | None = None  # likewise; growth beyond it kills the episode
     executor: str = "local"  # or "ray" (fsad_bench.executor_ray)
     address: str | None = None  # Ray cluster address; None starts a local Ray
+    save_maps: int = 0  # anomaly-map panels saved per episode under maps/ (0: none)
 
     def episodes(self) -> list[Episode]:
         """The protocol's episodes, optionally restricted to some held-out categories."""
@@ -177,6 +179,7 @@ def build_tasks(
                 batch_size=config.batch_size,
                 cache_dir=str(config.out_dir / "meta_cache"),
                 threads=1 if config.workers > 1 else None,
+                save_maps=config.save_maps,
             )
 
 
@@ -231,6 +234,8 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
         record = outcome.record
         if outcome.scores is not None and record.scores_file:
             write_json_atomic(config.out_dir / record.scores_file, outcome.scores)
+        for relative, data in outcome.files.items():  # before the record: a record means all
+            write_bytes_atomic(config.out_dir / relative, data)
         writer.append(record)
         if record.status != STATUS_OK:
             failed.append(record)

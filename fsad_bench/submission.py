@@ -46,6 +46,8 @@ MAX_FILES = 20_000
 AUROC_TOLERANCE = 1e-9
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 _SIDECAR = re.compile(r"^scores/[0-9a-f]{20}\.json$")
+_MAP_FILE = re.compile(r"^maps/([0-9a-f]{20})/(\d{2}-(?:defect|normal)\.png|index\.json)$")
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 _SHOWN_PROBLEMS = 6
 
 
@@ -292,6 +294,44 @@ def validate_records(
     return protocol, problems
 
 
+def map_file_problems(files: dict[str, bytes], records: Sequence[EpisodeRecord]) -> list[str]:
+    """Saved anomaly maps (optional) must be PNG panels or index.json of this run's episodes;
+    anything else under maps/, or any other stray file, is refused rather than shown."""
+    from fsad_bench.gallery import maps_folder
+
+    folders = {maps_folder(r.result_key).split("/")[1] for r in records}
+    problems = []
+    for path, data in files.items():
+        if path == RECORDS or _SIDECAR.match(path):
+            continue
+        match = _MAP_FILE.match(path)
+        if not match:
+            problems.append(f"{path}: not a file a submission may hold")
+        elif match.group(1) not in folders:
+            problems.append(f"{path}: maps of an episode that is not in the records")
+        elif path.endswith(".png") and not data.startswith(_PNG_MAGIC):
+            problems.append(f"{path}: not a PNG image")
+        elif path.endswith(".json"):
+            try:
+                parse_json(data, path)
+            except SubmissionError as exc:
+                problems.append(str(exc))
+    return problems
+
+
+def _saved_maps(run_dir: Path, records: Sequence[EpisodeRecord]) -> dict[str, bytes]:
+    from fsad_bench.gallery import maps_folder
+
+    files = {}
+    for record in records:
+        folder = confined(run_dir, maps_folder(record.result_key))
+        if folder.is_dir():
+            for path in sorted(folder.iterdir()):
+                relative = path.relative_to(run_dir.resolve()).as_posix()
+                files[relative] = read_bytes_limited(confined(run_dir, relative))
+    return files
+
+
 def _raise_problems(where: Path, problems: list[str]) -> None:
     if not problems:
         return
@@ -382,6 +422,8 @@ def build_submission(
     for record in records:
         assert record.scores_file is not None  # checked by validate_records
         files[record.scores_file] = read_bytes_limited(confined(run_dir, record.scores_file))
+    files.update(_saved_maps(run_dir, records))
+    _raise_problems(run_dir, map_file_problems(files, records))
     first = records[0]
     manifest = {
         "schema": SUBMISSION_SCHEMA,
@@ -533,6 +575,7 @@ def load_submission(folder: Path) -> Submission:
     _raise_problems(folder, problems)
     records = parse_records(files.get(RECORDS, b""), folder / RECORDS)
     _, problems = validate_records(folder, records, grid)
+    problems += map_file_problems(files, records)
     labels = {method_label(r) for r in records}
     if labels != {manifest["method"]["label"]}:
         problems.append(f"records are of {sorted(labels)}, manifest says {manifest['method']}")

@@ -155,14 +155,20 @@ def show_maps(board: data.Board) -> None:
         st.info("No runs or submissions loaded.")
         return
     origin = st.selectbox("Run", sorted(board.origins), key="maps_origin")
-    maps = data.saved_maps(board.origins[origin])
-    if not maps:
+    episodes = data.saved_maps(board.origins[origin])
+    if not episodes:
         st.info(
-            "No maps saved for this run. The runner does not save anomaly maps yet, so "
-            "there is nothing to show here."
+            "No maps saved for this run. Runs save anomaly maps when asked: "
+            "`fsad-bench run --save-maps 6 ...`."
         )
         return
-    st.image([str(p) for p in maps], width=200)
+    episode = st.selectbox("Episode", list(episodes), key="maps_episode")
+    st.caption(
+        "Each panel: input | anomaly map (one colour scale per episode, dark = normal) | "
+        "ground truth (grey where the dataset has no pixel masks)."
+    )
+    panels = episodes[episode]
+    st.image([str(p.image) for p in panels], caption=[p.caption for p in panels], width=384)
 
 
 def main() -> None:

@@ -33,7 +33,6 @@ COLUMNS = [
     "entry", "kind", "method", "plugin", "dataset", "protocol", "category", "k", "metric",
     "mean", "std", "n_seeds", "backbone_init", "ms_per_image", "source", "origin",
 ]  # fmt: skip
-MAP_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_MAPS = 24
 
 
@@ -149,18 +148,52 @@ def load_board(submissions_root: Path, run_dirs: Sequence[Path] = ()) -> Board:
     return board
 
 
-def saved_maps(folder: Path) -> list[Path]:
-    """Anomaly-map images a run saved under maps/ (the runner saves none yet)."""
+@dataclass(frozen=True)
+class Panel:
+    """One saved input | map | ground-truth image and what it shows."""
+
+    image: Path
+    caption: str
+
+
+def saved_maps(folder: Path) -> dict[str, list[Panel]]:
+    """Episode label -> its saved panels (``fsad-bench run --save-maps N``), read as data:
+    only PNG files named by the episode's index.json, inside the folder, size-limited."""
+    import json
+
+    from fsad_bench.gallery import maps_folder
+
     root = Path(folder).resolve()
-    maps_dir = root / "maps"
-    if not maps_dir.is_dir() or not maps_dir.resolve().is_relative_to(root):
-        return []
-    found = [
-        p
-        for p in sorted(maps_dir.rglob("*"))
-        if p.is_file()
-        and p.suffix.lower() in MAP_SUFFIXES
-        and p.resolve().is_relative_to(root)
-        and p.stat().st_size <= MAX_FILE_BYTES
-    ]
-    return found[:MAX_MAPS]
+    if not (root / "maps").is_dir() or not (root / "records.jsonl").is_file():
+        return {}
+    try:
+        records = latest_by_key(read_records(root)).values()
+    except FsadError:
+        return {}
+    episodes: dict[str, list[Panel]] = {}
+    for record in sorted(records, key=lambda r: (r.category, r.k, r.seed)):
+        directory = (root / maps_folder(record.result_key)).resolve()
+        index = directory / "index.json"
+        if not directory.is_relative_to(root) or not index.is_file():
+            continue
+        if index.stat().st_size > MAX_FILE_BYTES:
+            continue
+        try:
+            panels = json.loads(index.read_text(encoding="utf-8"))["panels"]
+        except (ValueError, KeyError, TypeError):
+            continue
+        shown = []
+        for panel in panels[:MAX_MAPS]:
+            image = (directory / str(panel.get("file", ""))).resolve()
+            if image.suffix != ".png" or not image.is_file():
+                continue
+            if not image.is_relative_to(directory) or image.stat().st_size > MAX_FILE_BYTES:
+                continue
+            kind = "defective" if panel.get("label") == 1 else "normal"
+            score = panel.get("score")
+            score_text = f"{score:.4g}" if isinstance(score, (int, float)) else "?"
+            shown.append(Panel(image, f"{panel.get('path', '?')} ({kind}, score {score_text})"))
+        if shown:
+            label = f"{record.method.name} {record.category} K={record.k} seed={record.seed}"
+            episodes[label] = shown
+    return episodes

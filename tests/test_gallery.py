@@ -1,0 +1,152 @@
+"""Saved anomaly maps: rendered by the runner, carried by submissions, shown by the gallery."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+from test_submission import make_run
+
+from fsad_bench import gallery
+from fsad_bench.config import build_run_config
+from fsad_bench.results import read_records
+from fsad_bench.runner import run
+from fsad_bench.submission import SubmissionError, load_submission, submit
+from leaderboard import data
+
+APP = Path(__file__).resolve().parents[1] / "leaderboard" / "app.py"
+
+
+def decode(png: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
+
+
+def test_choose_takes_defects_first_then_normals_in_order() -> None:
+    labels = torch.tensor([0, 1, 0, 1, 1, 0])
+    assert gallery.choose(labels, 4) == [1, 3, 0, 2]
+    assert gallery.choose(labels, 1) == [1]
+    assert gallery.choose(torch.tensor([0, 0, 0]), 2) == [0, 1]
+    assert gallery.choose(torch.tensor([1, 1]), 5) == [0, 1]
+
+
+def test_panel_shows_input_map_and_truth_side_by_side() -> None:
+    image = torch.zeros(3, 64, 64)
+    image[0] = 1.0  # pure red input
+    amap = torch.zeros(64, 64)
+    amap[:, 32:] = 1.0  # right half anomalous
+    mask = torch.zeros(64, 64, dtype=torch.bool)
+    mask[:32] = True  # top half in the ground truth
+    panel = decode(gallery.panel_png(image, amap, mask, 0.0, 1.0))
+    size = gallery.PANEL_PX
+    assert panel.shape == (size, 3 * size, 3)
+    assert tuple(panel[10, 10]) == (255, 0, 0)
+    left, right = panel[10, size + 10], panel[10, 2 * size - 10]
+    assert tuple(left) == (0, 0, 4) and tuple(right) == (252, 255, 164)  # ends of the ramp
+    assert tuple(panel[10, 2 * size + 10]) == (255, 255, 255)
+    assert tuple(panel[size - 10, 2 * size + 10]) == (0, 0, 0)
+    no_truth = decode(gallery.panel_png(image, amap, None, 0.0, 1.0))
+    assert tuple(no_truth[10, 2 * size + 10]) == (128, 128, 128)
+
+
+@pytest.mark.usefixtures("fake_methods")
+def test_run_saves_panels_and_the_gallery_lists_them(mvtec_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    options = {"data_root": mvtec_root, "layout": "mvtec", "methods": "meandist", "shots": "1",
+               "seeds": "0", "out": out, "image_size": 32, "save_maps": 3}  # fmt: skip
+    run(build_run_config(options), log=lambda _: None)
+    records = read_records(out)
+    assert len(records) == 3
+    for record in records:
+        folder = out / gallery.maps_folder(record.result_key)
+        index = json.loads((folder / "index.json").read_text())
+        assert [p["label"] for p in index["panels"]] == [1, 1, 0]
+        for panel in index["panels"]:
+            assert decode((folder / panel["file"]).read_bytes()).shape[1] == 3 * gallery.PANEL_PX
+            assert panel["path"].startswith(f"{record.category}/test/")
+    episodes = data.saved_maps(out)
+    assert sorted(episodes) == [f"meandist {c} K=1 seed=0" for c in ("alpha", "beta", "gamma")]
+    assert "(defective, score" in episodes["meandist alpha K=1 seed=0"][0].caption
+
+
+def test_no_maps_without_the_option_or_without_maps(tmp_path: Path) -> None:
+    labels = torch.tensor([0, 1])
+    maps = torch.rand(2, 8, 8)
+    files = gallery.render("k", torch.rand(2, 3, 8, 8), labels, None, maps, maps.amax((1, 2)),
+                           ("a.png", "b.png"), 0)  # fmt: skip
+    assert files == {}
+    assert data.saved_maps(tmp_path) == {}
+
+
+def add_maps(run_dir: Path) -> None:
+    """Panels for every record of a fabricated run, rendered by the real renderer."""
+    generator = torch.Generator().manual_seed(0)
+    for record in read_records(run_dir):
+        images = torch.rand(4, 3, 16, 16, generator=generator)
+        maps = torch.rand(4, 16, 16, generator=generator)
+        labels = torch.tensor([0, 1, 0, 1])
+        files = gallery.render(record.result_key, images, labels, maps > 0.9, maps,
+                               maps.amax((1, 2)), ("n0", "d0", "n1", "d1"), 2)  # fmt: skip
+        for relative, payload in files.items():
+            (run_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+            (run_dir / relative).write_bytes(payload)
+
+
+def test_submission_carries_maps_and_refuses_tampered_ones(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run")
+    add_maps(run_dir)
+    folder = submit(run_dir, out_root=tmp_path / "subs", command="test")
+    pngs = sorted(folder.glob("maps/*/*.png"))
+    assert len(pngs) == 2 * len(read_records(run_dir))
+    assert load_submission(folder).manifest["files"].keys() >= {
+        p.relative_to(folder).as_posix() for p in pngs
+    }
+    assert data.saved_maps(folder)
+    # a non-PNG file under maps/ is refused when submitting, and nothing is written
+    bad = next(run_dir.glob("maps/*")) / "01-defect.png"
+    bad.write_bytes(b"<script>alert(1)</script>")
+    with pytest.raises(SubmissionError, match="01-defect.png: not a PNG image"):
+        submit(run_dir, out_root=tmp_path / "subs2", command="test")
+    assert not (tmp_path / "subs2").exists()
+
+
+def test_a_stray_file_in_a_submission_is_refused(tmp_path: Path) -> None:
+    run_dir = make_run(tmp_path / "run")
+    add_maps(run_dir)
+    folder = submit(run_dir, out_root=tmp_path / "subs", command="test")
+    manifest = json.loads((folder / "manifest.json").read_text())
+    stray = folder / "maps" / "run_me.py"
+    stray.write_text("print('hi')")
+    manifest["files"]["maps/run_me.py"] = "0" * 64  # listed, so only the map check can object
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SubmissionError, match="maps/run_me.py"):
+        load_submission(folder)
+
+
+@pytest.mark.usefixtures("fake_methods")
+def test_app_gallery_shows_the_panels_of_a_run(
+    mvtec_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = tmp_path / "run"
+    options = {"data_root": mvtec_root, "layout": "mvtec", "methods": "meandist", "shots": "1",
+               "seeds": "0", "out": out, "image_size": 32, "save_maps": 2}  # fmt: skip
+    run(build_run_config(options), log=lambda _: None)
+    monkeypatch.setenv("FSAD_LEADERBOARD_SUBMISSIONS", str(tmp_path / "none"))
+    monkeypatch.setenv("FSAD_LEADERBOARD_RUNS", os.pathsep.join([str(out)]))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    gallery_tab = at.tabs[5]
+    assert [s.value for s in gallery_tab.selectbox][-1] == "meandist alpha K=1 seed=0"
+    images = [element for element in gallery_tab if element.type == "image"]
+    assert len(images) == 1
+    captions = list(images[0].captions)
+    assert len(captions) == 2
+    assert captions[0].startswith("alpha/test/") and "(defective, score" in captions[0]
+    assert "(normal, score" in captions[1]
