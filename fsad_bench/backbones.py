@@ -42,6 +42,7 @@ import torch
 from torch import Tensor, nn
 
 from fsad_bench.errors import FsadError, WeightsError
+from fsad_bench.feature_cache import process_cache, weights_digest
 
 if TYPE_CHECKING:
     from timm.models import PretrainedCfg
@@ -356,6 +357,8 @@ class FeatureExtractor(_Frozen):
     """
 
     def __init__(self, model: nn.Module, spec: BackboneSpec, layers: Sequence[int]) -> None:
+        # before pruning: extractors of one backbone share cache entries whatever their layers
+        self.weights_id = f"{spec.name}:{weights_digest(model)}"
         indices = model.prune_intermediate_layers(list(layers), prune_norm=True, prune_head=True)
         super().__init__(model, spec)
         self.layers: list[int] = list(indices)
@@ -363,6 +366,9 @@ class FeatureExtractor(_Frozen):
         self.feature_strides: list[int] = [model.feature_info[i]["reduction"] for i in indices]
 
     def forward(self, images: Tensor) -> list[Tensor]:
+        return process_cache().features(self.weights_id, self.layers, images, self._compute)
+
+    def _compute(self, images: Tensor) -> list[Tensor]:
         return self.body.forward_intermediates(
             self.normalise(images), indices=self.layers, intermediates_only=True
         )

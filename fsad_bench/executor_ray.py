@@ -37,7 +37,9 @@ _CRASHES = ("WorkerCrashedError", "OutOfMemoryError", "NodeDiedError", "LocalRay
 def execute_ray(
     tasks: list[Any], workers: int, limits: Limits = Limits(), address: str | None = None
 ) -> Iterator[Any]:
-    """Yield one outcome per task, in completion order; failures become failed outcomes."""
+    """Yield one outcome per task, in completion order; failures become failed outcomes.
+    Ray's own ``RAY_ADDRESS`` counts as ``address`` (it is set inside ``ray job submit``)."""
+    address = address or os.environ.get("RAY_ADDRESS") or None
     if limits.memory_mb is not None:
         raise FsadError(
             "--episode-memory-mb is only supported by the local executor; with --executor ray "
@@ -68,6 +70,11 @@ def import_ray() -> Any:
 def connect(ray: Any, workers: int, address: str | None) -> bool:
     """Join a running Ray, or start a local one; True when this call started or joined it
     (so it is ours to shut down), False when the process was already connected."""
+    if address and "://" in address:
+        raise FsadError(
+            f"--address {address}: Ray Client addresses cannot stream episodes; run fsad-bench "
+            "on a node of the cluster with --address auto or --address HEAD_IP:6379"
+        )
     if ray.is_initialized():
         return False
     quiet = {"logging_level": logging.ERROR, "log_to_driver": False}

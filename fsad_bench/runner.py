@@ -160,8 +160,9 @@ def build_tasks(
     from fsad_bench.episode import EpisodeTask
 
     protocol = config.protocol
-    for spec in config.methods:
-        for episode in config.episodes():
+    # episode-major: the methods of one episode run back to back and share cached features
+    for episode in config.episodes():
+        for spec in config.methods:
             entries = supports[manifest_key(episode.category, episode.k, episode.seed)]
             others = tuple(c for c in categories if c != episode.category)
             yield EpisodeTask(

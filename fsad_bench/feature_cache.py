@@ -1,0 +1,106 @@
+"""Backbone features of a batch computed once per process, shared by methods, K and seeds.
+
+Every episode of a category scores the same test images, in the same batches, with the same
+frozen backbone: PatchCore and PaDiM at K = 1..8 and three seeds would extract them 24 times.
+Entries are keyed by the exact batch (its bytes), the backbone's weights and the stage, so a
+hit returns what the same computation gave before. Caching whole batches, never single
+images, keeps runs bit-identical to cold ones: a miss is computed with the batch composition
+a cold run uses (convolutions may round differently for other batch sizes), which is what
+makes a resumed run equal an uninterrupted one.
+
+Bounded in bytes (least recently used entries go first); ``FSAD_FEATURE_CACHE_MB`` sets the
+bound, 0 turns the cache off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+
+DEFAULT_MB = 2048.0
+ENV = "FSAD_FEATURE_CACHE_MB"
+
+
+def batch_digest(images: Tensor) -> str:
+    """Content hash of a batch (shape, dtype, device and every value)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(f"{tuple(images.shape)}|{images.dtype}|{images.device}".encode())
+    digest.update(images.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def weights_digest(module: torch.nn.Module) -> str:
+    """Identity of a backbone's weights, computed once when the extractor is built."""
+    digest = hashlib.blake2b(digest_size=16)
+    for name, tensor in sorted(module.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+class FeatureCache:
+    """LRU of per-stage feature maps keyed by (weights, stage, batch)."""
+
+    def __init__(self, limit_mb: float) -> None:
+        self.limit_bytes = int(limit_mb * 2**20)
+        self.entries: OrderedDict[tuple[str, int, str], Tensor] = OrderedDict()
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.limit_bytes > 0
+
+    def features(
+        self,
+        weights: str,
+        stages: Sequence[int],
+        images: Tensor,
+        compute: Callable[[Tensor], list[Tensor]],
+    ) -> list[Tensor]:
+        """The stages' features of ``images``: from the cache when all are there, else
+        computed for the whole batch and stored. Returned tensors are the caller's own."""
+        if not self.enabled or torch.is_grad_enabled() and images.requires_grad:
+            return compute(images)
+        batch = batch_digest(images)
+        keys = [(weights, stage, batch) for stage in stages]
+        if all(key in self.entries for key in keys):
+            self.hits += 1
+            for key in keys:
+                self.entries.move_to_end(key)
+            return [self.entries[key].clone() for key in keys]
+        self.misses += 1
+        computed = compute(images)
+        for key, tensor in zip(keys, computed, strict=True):
+            self._store(key, tensor.detach().clone())
+        return computed
+
+    def _store(self, key: tuple[str, int, str], tensor: Tensor) -> None:
+        size = tensor.numel() * tensor.element_size()
+        if size > self.limit_bytes:
+            return
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.bytes -= old.numel() * old.element_size()
+        self.entries[key] = tensor
+        self.bytes += size
+        while self.bytes > self.limit_bytes:
+            _, evicted = self.entries.popitem(last=False)
+            self.bytes -= evicted.numel() * evicted.element_size()
+
+
+_CACHE: FeatureCache | None = None
+
+
+def process_cache() -> FeatureCache:
+    """The one cache of this process, sized from the environment at first use."""
+    global _CACHE
+    if _CACHE is None:
+        _CACHE = FeatureCache(float(os.environ.get(ENV, DEFAULT_MB)))
+    return _CACHE

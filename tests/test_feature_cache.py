@@ -1,0 +1,85 @@
+"""The per-process backbone feature cache: exact hits, bounded memory, unchanged records."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from fsad_bench import feature_cache
+from fsad_bench.config import build_run_config
+from fsad_bench.feature_cache import FeatureCache
+from fsad_bench.results import read_records, read_scores
+from fsad_bench.runner import run
+
+
+def counting(calls: list[int]):
+    def compute(images: torch.Tensor) -> list[torch.Tensor]:
+        calls.append(len(images))
+        return [images.mean(dim=1, keepdim=True) * 2, images[:, :1, ::2, ::2] + 1]
+
+    return compute
+
+
+def test_same_batch_is_computed_once_and_returned_as_a_copy() -> None:
+    cache, calls = FeatureCache(limit_mb=16), []
+    images = torch.rand(4, 3, 8, 8)
+    first = cache.features("w", (2, 3), images, counting(calls))
+    first[0].zero_()  # a caller that writes into its result must not corrupt the cache
+    second = cache.features("w", (2, 3), images.clone(), counting(calls))
+    assert calls == [4] and (cache.hits, cache.misses) == (1, 1)
+    assert torch.equal(second[0], images.mean(dim=1, keepdim=True) * 2)
+    assert torch.equal(second[1], images[:, :1, ::2, ::2] + 1)
+
+
+def test_other_batch_weights_or_stages_miss() -> None:
+    cache, calls = FeatureCache(limit_mb=16), []
+    images = torch.rand(4, 3, 8, 8)
+    cache.features("w", (2, 3), images, counting(calls))
+    cache.features("w", (2, 3), images[:3], counting(calls))  # another batch composition
+    cache.features("other", (2, 3), images, counting(calls))
+    cache.features("w", (1, 2), images, counting(calls))  # stage 1 was never stored
+    changed = images.clone()
+    changed[0, 0, 0, 0] += 1e-6
+    cache.features("w", (2, 3), changed, counting(calls))
+    assert calls == [4, 3, 4, 4, 4] and cache.hits == 0
+
+
+def test_memory_stays_under_the_bound_and_zero_disables() -> None:
+    cache, calls = FeatureCache(limit_mb=0.005), []  # 5.2 kB: two batches of 2.5 kB
+    batches = [torch.rand(2, 3, 16, 16) for _ in range(6)]
+    for batch in batches:
+        cache.features("w", (2, 3), batch, counting(calls))
+        assert cache.bytes <= cache.limit_bytes
+    cache.features("w", (2, 3), batches[-1], counting(calls))
+    cache.features("w", (2, 3), batches[0], counting(calls))  # evicted long ago
+    assert calls == [2] * 7 and cache.hits == 1
+    off, calls = FeatureCache(limit_mb=0), []
+    for _ in range(2):
+        off.features("w", (2, 3), batches[0], counting(calls))
+    assert calls == [2, 2] and not off.entries
+
+
+def test_cached_run_equals_a_cold_one_and_shares_features_across_methods(
+    mvtec_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def play(out: Path, limit_mb: float) -> FeatureCache:
+        cache = FeatureCache(limit_mb)
+        monkeypatch.setattr(feature_cache, "_CACHE", cache)
+        options = {"data_root": mvtec_root, "layout": "mvtec", "methods": "patchcore,padim",
+                   "shots": "1,2", "seeds": "0", "categories": "alpha", "out": out,
+                   "image_size": 64, "batch_size": 4}  # fmt: skip
+        run(build_run_config(options), log=lambda _: None)
+        return cache
+
+    cold = play(tmp_path / "cold", 0)
+    warm = play(tmp_path / "warm", 512)
+    # 6 test images in batches of 4 -> 2 test batches. At K=1 PatchCore (stages 2, 3) and
+    # then PaDiM (1, 2, 3: stage 1 is new) compute them; at K=2 both methods find all four.
+    assert cold.hits == 0 and warm.hits >= 4
+    a, b = read_records(tmp_path / "cold"), read_records(tmp_path / "warm")
+    assert len(a) == len(b) == 4
+    for x, y in zip(a, b, strict=True):
+        assert (x.result_key, x.metrics) == (y.result_key, y.metrics)
+        assert read_scores(tmp_path / "cold", x) == read_scores(tmp_path / "warm", y)
