@@ -37,13 +37,20 @@ def aggregate_features(features: Sequence[Tensor], embed_dim: int | None = None)
     return embedding
 
 
+# Rows per block of the coreset distance update: a 2 MiB block of differences stays in cache
+# instead of a full-bank temporary being allocated, written and read back on every step.
+_CORESET_BLOCK_BYTES = 1 << 21
+
+
 def greedy_coreset(
     bank: Tensor, n_select: int, projection_dim: int | None, generator: torch.Generator
 ) -> Tensor:
     """Indices of a k-center greedy coreset, chosen on a random Gaussian projection.
 
     Each step adds the point farthest from the current coreset, so the selection covers the
-    bank's support with few points; distances on a 128-d projection keep it cheap.
+    bank's support with few points; distances on a 128-d projection keep it cheap. Distances
+    are updated block by block (``_DistanceUpdate``) with the same per-row operations as
+    a whole-bank update, so the selection does not depend on the block size.
     """
     n_select = max(1, min(n_select, len(bank)))
     if n_select == len(bank):
@@ -54,15 +61,43 @@ def greedy_coreset(
             projection_dim
         )
         points = bank @ weight.to(bank)
+    points = points.contiguous()
     start = int(torch.randint(len(points), (1,), generator=generator))
     selected = torch.empty(n_select, dtype=torch.long)
     selected[0] = start
-    min_dist = torch.linalg.vector_norm(points - points[start], dim=1)
+    min_dist = torch.full((len(points),), math.inf, dtype=points.dtype, device=points.device)
+    update = _DistanceUpdate(points)
+    update(points[start], min_dist)
     for i in range(1, n_select):
         index = int(torch.argmax(min_dist))
         selected[i] = index
-        min_dist = torch.minimum(min_dist, torch.linalg.vector_norm(points - points[index], dim=1))
+        if i + 1 < n_select:  # the last pick's distances are never read
+            update(points[index], min_dist)
     return selected.to(bank.device)
+
+
+class _DistanceUpdate:
+    """``min_dist = min(min_dist, ||points - center||)`` in cache-sized blocks of rows.
+
+    Each row's distance is the same ``vector_norm`` of the same difference row as in one
+    whole-bank call (the reduction runs along the row), so the values are bit-identical; only
+    the memory traffic drops, as the preallocated block of differences stays in cache.
+    """
+
+    def __init__(self, points: Tensor) -> None:
+        n, dim = points.shape
+        rows = max(1, min(n, _CORESET_BLOCK_BYTES // max(1, dim * points.element_size())))
+        self.points = points
+        self.blocks = [(a, min(a + rows, n)) for a in range(0, n, rows)]
+        self.diff = points.new_empty(rows, dim)
+        self.dist = points.new_empty(rows)
+
+    def __call__(self, center: Tensor, min_dist: Tensor) -> None:
+        for a, b in self.blocks:
+            diff, dist = self.diff[: b - a], self.dist[: b - a]
+            torch.sub(self.points[a:b], center, out=diff)
+            torch.linalg.vector_norm(diff, dim=1, out=dist)
+            torch.minimum(min_dist[a:b], dist, out=min_dist[a:b])
 
 
 class FaissNearestNeighbours:
