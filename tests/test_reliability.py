@@ -301,3 +301,46 @@ def test_two_runs_write_identical_records_and_score_files(mvtec_root: Path, tmp_
         assert len(json.loads(bytes_a)["scores"]) == 6
     manifests = [(tmp_path / d / "support_manifest.json").read_bytes() for d in "ab"]
     assert manifests[0] == manifests[1]
+
+
+@pytest.mark.slow
+def test_quick_benchmark_twice_gives_identical_records_for_every_method(tmp_path: Path) -> None:
+    """Every built-in method, as in its conformance settings, on the default data's quick
+    protocol, in two fresh processes: identical records and score files."""
+    import subprocess
+    import sys
+
+    import yaml
+
+    from fsad_bench.registry import list_methods, resolve
+
+    builtin = [name for name, target in list_methods().items() if target.startswith("fsad_")]
+    assert len(builtin) == 6, builtin
+    params = {m: dict(getattr(resolve(m).cls, "conformance_params", {})) for m in builtin}
+    config = tmp_path / "quick.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "protocol": "synthetic_quick",
+                "categories": "brick",
+                "shots": "1",
+                "methods": builtin,
+                "params": params,
+            }
+        )
+    )
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    for out in ("a", "b"):
+        subprocess.run(
+            [sys.executable, "-c", "from fsad_bench.cli import app; app()", "run",
+             "--config", str(config), "--out", str(tmp_path / out)],
+            check=True, capture_output=True, env=env, timeout=900,
+        )  # fmt: skip
+    a, b = read_records(tmp_path / "a"), read_records(tmp_path / "b")
+    assert sorted(r.method.name for r in a) == sorted(builtin)
+    assert all(r.status == "ok" for r in a), [r.error for r in a]
+    assert [_comparable(r) for r in a] == [_comparable(r) for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        assert (tmp_path / "a" / ra.scores_file).read_bytes() == (
+            tmp_path / "b" / rb.scores_file
+        ).read_bytes()
