@@ -77,13 +77,24 @@ def load_class(name: str) -> type:
     return cls
 
 
+CI_PRESET = "ci"
+
+
+def available_presets(cls: type) -> dict[str, Any]:
+    """The plugin's presets, plus ``ci``: its conformance settings (tiny and fast), which the
+    CI regression baselines use unless the plugin defines a ``ci`` preset of its own."""
+    presets = dict(getattr(cls, "presets", {}))
+    presets.setdefault(CI_PRESET, dict(getattr(cls, "conformance_params", {})))
+    return presets
+
+
 def resolve(spec: str, params: dict[str, Any] | None = None) -> ResolvedMethod:
     """``patchcore`` or ``patchcore.r18`` (a preset) plus explicit overrides."""
     name, _, preset = spec.partition(".")
     cls = load_class(name)
     merged: dict[str, Any] = {}
     if preset:
-        presets = getattr(cls, "presets", {})
+        presets = available_presets(cls)
         if preset not in presets:
             raise PluginError(
                 f"method {name!r} has no preset {preset!r}; presets: "

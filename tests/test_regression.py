@@ -158,3 +158,28 @@ def test_finished_run_with_other_params_is_refused(tmp_path: Path) -> None:
     other = make_run(tmp_path / "other", method=method)
     with pytest.raises(FsadError, match="params"):
         check(baseline, run_dir=other)
+
+
+def ci_baselines() -> list[Path]:
+    """The committed quick baselines of the other methods, in their tiny ``ci`` presets."""
+    found = []
+    for folder in find_submissions(ROOT / "submissions"):
+        manifest = load_submission(folder).manifest
+        if manifest["method"]["label"].endswith(".ci"):
+            found.append(folder)
+    return found
+
+
+def test_every_other_builtin_method_has_a_ci_baseline() -> None:
+    labels = {load_submission(f).manifest["method"]["label"] for f in ci_baselines()}
+    assert labels == {f"{m}.ci" for m in ("padim", "regad", "riad", "meta_riad", "anograd")}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("baseline", ci_baselines(), ids=lambda p: p.parent.name)
+def test_other_methods_pass_against_their_ci_baselines(baseline: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["check", "--baseline", str(baseline), "--out", str(tmp_path / "run")]
+    )
+    assert result.exit_code == 0, result.output
+    assert "no mean dropped by more than 0.01" in result.output
