@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q $(TORCH)
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,elpv,lite12]'
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,elpv,lite12,ray]'
 	touch $(STAMP)
 
 benchmark: $(STAMP)

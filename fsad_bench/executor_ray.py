@@ -82,11 +82,13 @@ def connect(ray: Any, workers: int, address: str | None) -> bool:
         if address:
             ray.init(address=address, **quiet)
         else:
-            ray.init(num_cpus=max(workers, 1), include_dashboard=False, **quiet)
+            # "local": a new Ray of our own even if `ray start` left one on this machine
+            ray.init("local", num_cpus=max(workers, 1), include_dashboard=False, **quiet)
     except ConnectionError as exc:
         raise FsadError(
-            f"cannot connect to Ray at {address}: {exc}; start it with `ray start --head` "
-            "or leave out --address for a local Ray"
+            f"cannot connect to Ray at {address}: {exc}; start it with `ray start --head`, set "
+            "RAY_AUTH_MODE=token if the cluster uses token authentication (Ray's default), or "
+            "leave out --address for a local Ray"
         ) from exc
     return True
 
@@ -132,13 +134,14 @@ def play_streaming(task: Any, targets: dict[str, str]) -> Iterator[Any]:
     registry, and are reused, hence ``!=`` rather than ``not in``), import the plugin, send
     the start marker, then play."""
     from fsad_bench import registry
-    from fsad_bench.episode import play
 
     known = registry.list_methods()
     for name, target in targets.items():
         if known.get(name) != target:
             registry.register(name, target)
     registry.resolve(task.method_spec, task.method_params)
+    from fsad_bench.episode import play
+
     yield _STARTED
     yield play(task)
 
@@ -230,12 +233,16 @@ def _reason(ray: Any, exc: Exception) -> str:
     """One line: the plugin's own exception, or how the worker died."""
     cause = getattr(exc, "cause", None)
     if isinstance(exc, ray.exceptions.RayTaskError) and cause is not None:
-        return f"{type(cause).__name__}: {cause} (in the Ray worker)"
-    lines = str(exc).strip().splitlines() or [""]
-    detail = f"{type(exc).__name__}: {lines[0][:300]}"
+        return f"{_first_line(cause)} (in the Ray worker)"
     if type(exc).__name__ in _CRASHES:
-        return f"worker process died ({detail})"
-    return f"Ray task failed ({detail})"
+        return f"worker process died ({_first_line(exc)})"
+    return f"Ray task failed ({_first_line(exc)})"
+
+
+def _first_line(exc: BaseException) -> str:
+    """Ray's messages run to tracebacks and path lists; a record's reason is one line."""
+    lines = str(exc).strip().splitlines() or [""]
+    return f"{type(exc).__name__}: {lines[0][:300]}"
 
 
 def _cancel(ray: Any, stream: Any) -> None:

@@ -229,18 +229,22 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
     start = time.perf_counter()
     limits = Limits(config.episode_timeout_s, config.episode_memory_mb)
     outcomes = execute(pending, config.workers, limits, config.executor, config.address)
-    for index, outcome in enumerate(outcomes, start=1):
-        if outcome.data_error:
-            raise DatasetError(outcome.data_error)
-        record = outcome.record
-        if outcome.scores is not None and record.scores_file:
-            write_json_atomic(config.out_dir / record.scores_file, outcome.scores)
-        for relative, data in outcome.files.items():  # before the record: a record means all
-            write_bytes_atomic(config.out_dir / relative, data)
-        writer.append(record)
-        if record.status != STATUS_OK:
-            failed.append(record)
-        log(_progress_line(index, len(pending), record, time.perf_counter() - start))
+    stream = iter(outcomes)
+    try:
+        for index, outcome in enumerate(stream, start=1):
+            if outcome.data_error:
+                raise DatasetError(outcome.data_error)
+            record = outcome.record
+            if outcome.scores is not None and record.scores_file:
+                write_json_atomic(config.out_dir / record.scores_file, outcome.scores)
+            for relative, data in outcome.files.items():  # before the record: it means all
+                write_bytes_atomic(config.out_dir / relative, data)
+            writer.append(record)
+            if record.status != STATUS_OK:
+                failed.append(record)
+            log(_progress_line(index, len(pending), record, time.perf_counter() - start))
+    finally:  # stop the executor's workers at once when writing fails or Ctrl-C arrives
+        getattr(stream, "close", lambda: None)()
     return RunSummary(config.out_dir, len(pending), skipped, failed)
 
 

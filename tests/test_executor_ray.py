@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import ray  # no importorskip: CI installs the ray extra, and these tests must run there
 
 from fsad_bench import executor_ray
 from fsad_bench.config import build_run_config
@@ -20,8 +21,7 @@ from fsad_bench.executors import Limits
 from fsad_bench.results import read_records
 from fsad_bench.runner import build_tasks, load_categories, plan_supports, run
 
-ray = pytest.importorskip("ray")
-pytestmark = pytest.mark.usefixtures("fake_methods")
+pytestmark = [pytest.mark.usefixtures("fake_methods"), pytest.mark.slow]
 VOLATILE = ("run_id", "timing", "env")  # differ between any two runs, whatever the executor
 
 
@@ -53,7 +53,8 @@ def shared_ray() -> Iterator[None]:
     and leave it running, as it did not start it."""
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        ray.init("local", num_cpus=2, include_dashboard=False, logging_level="ERROR",
+                 log_to_driver=False)  # fmt: skip
     yield
     if started:
         ray.shutdown()
@@ -151,9 +152,25 @@ def test_memory_limit_and_missing_ray_are_one_line_errors(
 ) -> None:
     with pytest.raises(FsadError, match="only supported by the local executor"):
         next(executor_ray.execute_ray([object()], 2, Limits(memory_mb=100), None))
+    with pytest.raises(FsadError, match="Ray Client addresses cannot stream"):
+        executor_ray.connect(ray, 2, "ray://head:10001")
+    with pytest.raises(FsadError, match="cannot connect to Ray at auto: .*ray start --head"):
+        executor_ray.connect(NoRay(), 2, "auto")
     monkeypatch.setitem(sys.modules, "ray", None)  # import ray now raises ImportError
     with pytest.raises(FsadError, match=r"pip install 'fsad-bench\[ray\]'"):
         executor_ray.import_ray()
+
+
+class NoRay:
+    """Stands in for ``ray`` when no cluster answers at the address given."""
+
+    @staticmethod
+    def is_initialized() -> bool:
+        return False
+
+    @staticmethod
+    def init(**_: Any) -> None:
+        raise ConnectionError("Could not find any running Ray instance.")
 
 
 @pytest.mark.usefixtures("shared_ray")
