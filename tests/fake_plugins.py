@@ -147,20 +147,3 @@ FAKES = {
     )
 }
 """Registry name -> target of every fake above (see the ``fake_methods`` fixture)."""
-
-
-class Exits(MeanDistance):
-    """A plugin that takes its worker down hard (like a segfault) when given ``exit_k`` shots."""
-
-    info: ClassVar[MethodInfo] = MethodInfo("exits", "0", True, False)
-    defaults: ClassVar[dict[str, Any]] = {"exit_k": 2}
-
-    def fit(self, support: torch.Tensor) -> None:
-        import os
-
-        if len(support) == self.params["exit_k"]:
-            os._exit(3)
-        super().fit(support)
-
-
-FAKES[Exits.info.name] = f"fake_plugins:{Exits.__name__}"

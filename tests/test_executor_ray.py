@@ -79,14 +79,14 @@ def test_ray_writes_the_same_records_and_scores_as_local(mvtec_root: Path, tmp_p
 def test_plugin_errors_and_hard_crashes_are_recorded_and_the_rest_completes(
     mvtec_root: Path, tmp_path: Path
 ) -> None:
-    summary = quiet_run(config(mvtec_root, tmp_path / "run", methods="raises,exits,meandist"))
+    summary = quiet_run(config(mvtec_root, tmp_path / "run", methods="raises,dies,meandist"))
     records = {(r.method.name, r.k): r for r in read_records(tmp_path / "run")}
     assert len(records) == 6 and summary.played == 6
     failed = {key: r.error for key, r in records.items() if r.status == "failed"}
-    assert failed.keys() == {("raises", 2), ("exits", 2)}, failed
+    assert failed.keys() == {("raises", 2), ("dies", 2)}, failed
     assert "RuntimeError: cannot cope with more than one shot" in failed["raises", 2]
-    assert failed["exits", 2].startswith("worker process died (WorkerCrashedError")
-    assert records["exits", 2].method.params == {}  # the driver writes the requested ones
+    assert failed["dies", 2].startswith("worker process died (WorkerCrashedError")
+    assert records["dies", 2].method.params == {}  # the driver writes the requested ones
     assert all(r.metrics["image_auroc"] == 1.0 for r in records.values() if r.status == "ok")
     assert ray.is_initialized(), "the executor shut down a Ray it did not start"
 
