@@ -68,7 +68,12 @@ def sidebar(frame: pd.DataFrame) -> dict:
     ks_all = sorted(part["k"].unique(), key=tables.k_order)
     ks = st.sidebar.multiselect("K (shots)", ks_all, default=ks_all)
     entries_all = sorted(part["entry"].unique())
-    entries = st.sidebar.multiselect("Methods", entries_all, default=entries_all)
+    shown = tables.default_entries(part)
+    entries = st.sidebar.multiselect("Methods", entries_all, default=shown)
+    if len(shown) < len(entries_all):
+        st.sidebar.caption(
+            "CI baselines (`<method>.ci`: tiny test settings) are hidden; add them above."
+        )
     return {"dataset": dataset, "protocol": protocol, "metric": metric, "ks": ks,
             "entries": entries}  # fmt: skip
 

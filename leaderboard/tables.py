@@ -161,3 +161,15 @@ def published_vs_reproduced(frame: pd.DataFrame) -> pd.DataFrame:
         "entry_reproduced", "mean_reproduced", "difference", "source",
     ]  # fmt: skip
     return merged[columns].reset_index(drop=True)
+
+
+CI_SUFFIX = ".ci"
+
+
+def default_entries(part: pd.DataFrame) -> list[str]:
+    """Entries shown before the user picks: all but the CI baselines (``<method>.ci``, the
+    plugins' tiny conformance settings, which guard code paths and rank nothing), unless
+    they are all there is."""
+    entries = sorted(part["entry"].unique())
+    ci = set(part.loc[part["method"].astype(str).str.endswith(CI_SUFFIX), "entry"])
+    return [e for e in entries if e not in ci] or entries

@@ -287,3 +287,16 @@ def test_browser_shows_the_ranking(tmp_path: Path) -> None:
         assert image.size == (1400, 1000)
         assert len(image.convert("L").getcolors(256)) > 20  # not a blank page
     shutil.copyfile(shot, "/tmp/leaderboard.png")
+
+
+def test_ci_baselines_are_hidden_by_default_but_selectable(monkeypatch: pytest.MonkeyPatch) -> None:
+    at = app_test(monkeypatch, SUBMISSIONS, [])
+    at.sidebar.selectbox[1].select("synthetic_quick").run()
+    methods = at.sidebar.multiselect[1]
+    hidden = [o for o in methods.options if ".ci (" in o]
+    assert len(hidden) == 5 and not set(hidden) & set(methods.value)
+    assert methods.value == ["patchcore (reproduced)"]
+    assert any("CI baselines" in c.value for c in at.sidebar.caption)
+    methods.select(hidden[0]).run()
+    shown = set(pd.concat(ranking_frames(at))["method"])
+    assert hidden[0] in shown and "patchcore (reproduced)" in shown
