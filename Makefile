@@ -36,5 +36,11 @@ lint: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# every figure of docs/performance.md, one thread (anomalib columns need the compare venv)
+BENCH_SCRIPTS := bench_vs_anomalib.py bench_coreset.py bench_patchcore.py bench_aupro.py \
+	bench_padim.py bench_meta_steps.py "bench_runs.py cache" "bench_runs.py memory"
 bench-perf: $(STAMP)
-	$(BIN)/pytest benchmarks --benchmark-enable -q
+	@status=0; for script in $(BENCH_SCRIPTS); do \
+	  echo "== python benchmarks/$$script"; \
+	  OMP_NUM_THREADS=1 $(BIN)/python benchmarks/$$script || status=1; \
+	done; exit $$status

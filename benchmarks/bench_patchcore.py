@@ -1,0 +1,98 @@
+"""PatchCore fit and predict per image on each EfficientNet-Lite backbone, K=8 at 256 px.
+
+python benchmarks/bench_patchcore.py [--threads N] [--repeats R]
+pytest benchmarks/bench_patchcore.py --benchmark-enable     (pytest-benchmark tables)
+
+The process feature cache is turned off, so every predict runs the backbone (a cold episode);
+"forward" is the backbone alone on the same batch, the floor predict is compared against.
+Times are process CPU time, best of the repeats (benchmarks/cputime.py); use OMP_NUM_THREADS=1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import pytest
+import torch
+from cputime import best_time, best_times, feature_cache_off
+
+from fsad_bench.backbones import cached_feature_extractor
+from fsad_bench.errors import WeightsError
+from fsad_bench.testing.data import tiny_normals
+from fsad_methods.patchcore.plugin import PatchCore
+
+K, SIZE, N_TEST = 8, 256, 16
+BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+
+
+def measure(backbone: str, repeats: int) -> dict[str, float]:
+    """ms per image of fit (per support image), predict and the backbone forward alone."""
+    feature_cache_off()
+    support, test = tiny_normals(K, SIZE, seed=0), tiny_normals(N_TEST, SIZE, seed=1)
+    extractor, _ = cached_feature_extractor(backbone, "pretrained", None, "cpu")
+    method = PatchCore(backbone=backbone)
+    torch.manual_seed(0)
+    fit = best_time(lambda: method.fit(support), repeats, warmup=1).cpu
+    with torch.inference_mode():  # in turns, so that load bursts hit both alike
+        fns = {"predict": lambda: method.predict(test), "forward": lambda: extractor(test)}
+        t = best_times(fns, repeats)
+    predict, forward = t["predict"].cpu, t["forward"].cpu
+    return {
+        "fit_ms_per_support_image": 1e3 * fit / K,
+        "predict_ms_per_image": 1e3 * predict / N_TEST,
+        "forward_ms_per_image": 1e3 * forward / N_TEST,
+        "predict_over_forward": predict / forward,
+        "bank": float(method.provenance()["bank"]),
+    }
+
+
+@pytest.mark.benchmark(group="patchcore")
+@pytest.mark.parametrize("backbone", BACKBONES)
+def test_patchcore_fit_predict(benchmark, backbone: str) -> None:
+    feature_cache_off()
+    try:
+        cached_feature_extractor(backbone, "pretrained", None, "cpu")
+    except WeightsError as exc:
+        pytest.skip(str(exc))
+    support, test = tiny_normals(K, SIZE, seed=0), tiny_normals(N_TEST, SIZE, seed=1)
+    method = PatchCore(backbone=backbone)
+
+    def fit_predict() -> object:
+        method.fit(support)
+        with torch.inference_mode():
+            return method.predict(test)
+
+    benchmark.pedantic(fit_predict, rounds=3, iterations=1, warmup_rounds=1)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser.add_argument("--repeats", type=int, default=5)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    threads = torch.get_num_threads()
+    print(f"PatchCore K={K} at {SIZE} px, {N_TEST} test images in one batch, feature cache off")
+    print(f"torch {torch.__version__}, {threads} thread(s), best of {args.repeats}")
+    print(
+        f"{'backbone':20s} {'fit ms/img':>10s} {'predict ms/img':>14s} {'forward ms/img':>14s} "
+        f"{'predict/forward':>15s} {'bank':>6s}"
+    )
+    for backbone in BACKBONES:
+        try:
+            m = measure(backbone, args.repeats)
+        except WeightsError as exc:
+            print(f"{backbone:20s} skipped: {exc}")
+            continue
+        print(
+            f"{backbone:20s} {m['fit_ms_per_support_image']:10.1f} "
+            f"{m['predict_ms_per_image']:14.1f} {m['forward_ms_per_image']:14.1f} "
+            f"{m['predict_over_forward']:15.2f} {m['bank']:6.0f}"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
