@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any
 
+from fsad_bench.timing import process_rss_mb
+
 _STARTED = "started"
 _STARTUP_S = 120.0  # importing torch in a fresh process; not charged to the episode
 EXECUTORS = ("local", "ray")
@@ -101,22 +103,6 @@ class _Child:
     baseline_mb: float | None = None
 
 
-def child_rss_mb(pid: int) -> float | None:
-    """Resident set of another process (Linux /proc); None where it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/statm", encoding="ascii") as handle:
-            pages = int(handle.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pages * _page_mb()
-
-
-def _page_mb() -> float:
-    import os
-
-    return os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
 def execute_isolated(tasks: list[Any], workers: int, limits: Limits) -> Iterator[Any]:
     """One spawned process per episode, at most ``workers`` at once. An episode that overruns
     its time limit, or whose process grows more than ``memory_mb`` above its size after
@@ -139,7 +125,7 @@ def execute_isolated(tasks: list[Any], workers: int, limits: Limits) -> Iterator
                 outcome = _poll(child.outbox, 0.2 / len(running))
                 if outcome == _STARTED:
                     child.deadline = time.monotonic() + (limits.timeout_s or forever)
-                    child.baseline_mb = child_rss_mb(child.process.pid)
+                    child.baseline_mb = process_rss_mb(child.process.pid)
                     continue
                 if outcome is None:
                     outcome = _check_child(child, limits)
@@ -161,7 +147,7 @@ def _check_child(child: _Child, limits: Limits) -> Any:
         child.process.kill()
         return failed_outcome(child.task, f"timed out after {limits.timeout_s:g} s")
     if limits.memory_mb is not None and child.baseline_mb is not None:
-        rss = child_rss_mb(child.process.pid)
+        rss = process_rss_mb(child.process.pid)
         if rss is not None and rss - child.baseline_mb > limits.memory_mb:
             child.process.kill()
             return failed_outcome(

@@ -15,12 +15,21 @@ from types import TracebackType
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
-def rss_mb() -> float:
+def process_rss_mb(pid: int | str = "self") -> float | None:
+    """Resident set of a process from Linux /proc; None where it cannot be read."""
     try:
-        with open("/proc/self/statm", encoding="ascii") as handle:
+        with open(f"/proc/{pid}/statm", encoding="ascii") as handle:
             return int(handle.read().split()[1]) * _PAGE / 2**20
-    except OSError:
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def rss_mb() -> float:
+    """This process's resident set (the lifetime peak where /proc is missing)."""
+    current = process_rss_mb()
+    if current is None:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return current
 
 
 class PeakMemory:
