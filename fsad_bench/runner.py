@@ -6,6 +6,7 @@ writes the score sidecar and then the record line, so a kill never leaves half a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -189,6 +190,19 @@ def _result_key(task: Any) -> str:
     return f"{name}:{preset}:{task.episode.key}"
 
 
+@contextlib.contextmanager
+def output_errors(out_dir: Path) -> Iterator[None]:
+    """A full disk or an unwritable --out becomes one line naming the file and the fix."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or out_dir
+        raise FsadError(
+            f"{where}: cannot write the run's output ({exc.strerror or exc}); free disk space "
+            "or pass another --out (finished episodes are kept; rerun to resume)"
+        ) from exc
+
+
 def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSummary:
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     for spec in config.methods:
@@ -204,7 +218,8 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
             f"--categories {sorted(unknown)} not in {protocol.ref}; known: {', '.join(categories)}"
         )
     supports = plan_supports(protocol, categories, config.episodes())
-    config.out_dir.mkdir(parents=True, exist_ok=True)
+    with output_errors(config.out_dir):
+        config.out_dir.mkdir(parents=True, exist_ok=True)
     _check_resume(config)
     writer = RecordWriter(config.out_dir)
     done = {
@@ -213,8 +228,9 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
         if r.status == STATUS_OK or not config.retry_failed
     }
     env = environment(config.device)
-    _write_run_config(config, env)
-    write_manifest(config.out_dir / "support_manifest.json", protocol, supports)
+    with output_errors(config.out_dir):
+        _write_run_config(config, env)
+        write_manifest(config.out_dir / "support_manifest.json", protocol, supports)
     run_id = uuid.uuid4().hex[:12]
     tasks = [t for t in build_tasks(config, categories, supports, run_id, env)]
     pending = [t for t in tasks if _result_key(t) not in done]
@@ -235,11 +251,12 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
             if outcome.data_error:
                 raise DatasetError(outcome.data_error)
             record = outcome.record
-            if outcome.scores is not None and record.scores_file:
-                write_json_atomic(config.out_dir / record.scores_file, outcome.scores)
-            for relative, data in outcome.files.items():  # before the record: it means all
-                write_bytes_atomic(config.out_dir / relative, data)
-            writer.append(record)
+            with output_errors(config.out_dir):
+                if outcome.scores is not None and record.scores_file:
+                    write_json_atomic(config.out_dir / record.scores_file, outcome.scores)
+                for relative, data in outcome.files.items():  # before the record: it means all
+                    write_bytes_atomic(config.out_dir / relative, data)
+                writer.append(record)
             if record.status != STATUS_OK:
                 failed.append(record)
             log(_progress_line(index, len(pending), record, time.perf_counter() - start))

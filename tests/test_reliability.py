@@ -8,6 +8,7 @@ import ast
 import json
 import os
 import re
+import shutil
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -19,10 +20,11 @@ from conftest import make_mvtec_category, write_png
 from PIL import Image
 from typer.testing import CliRunner
 
+from fsad_bench.cli import app as cli_app
 from fsad_bench.config import build_run_config
 from fsad_bench.datasets import mvtec
 from fsad_bench.datasets.io import load_category_tensors
-from fsad_bench.errors import DatasetError
+from fsad_bench.errors import DatasetError, FsadError
 from fsad_bench.protocol import SupportEntry, check_entries
 from fsad_bench.records import EpisodeRecord
 from fsad_bench.results import read_records, read_scores
@@ -344,3 +346,25 @@ def test_quick_benchmark_twice_gives_identical_records_for_every_method(tmp_path
         assert (tmp_path / "a" / ra.scores_file).read_bytes() == (
             tmp_path / "b" / rb.scores_file
         ).read_bytes()
+
+
+def test_unwritable_output_is_one_line_naming_the_file(mvtec_root: Path, tmp_path: Path) -> None:
+    """A full disk or a broken --out: a one-line FsadError with the path and the fix; the
+    records written before stay whole (root ignores permissions, so a file stands where the
+    score folder must go)."""
+    out = tmp_path / "run"
+    quiet_run(mvtec_root, out, categories="alpha")
+    shutil.rmtree(out / "scores")
+    (out / "scores").write_text("not a folder")
+    with pytest.raises(FsadError, match=r"cannot write the run's output .*pass another --out"):
+        quiet_run(mvtec_root, out, shots="1,2", categories="alpha")
+    records = read_records(out)
+    assert [r.k for r in records] == [1] and records[0].status == "ok"
+    result = CliRunner().invoke(
+        cli_app, ["run", "--data-root", str(mvtec_root), "--layout", "mvtec", "--method",
+                  "meandist", "--shots", "1,2", "--seeds", "0", "--categories", "alpha",
+                  "--image-size", "32", "--out", str(out)],
+    )  # fmt: skip
+    assert result.exit_code == 2
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert lines[-1].startswith("error: ") and "cannot write the run's output" in lines[-1]
