@@ -9,7 +9,6 @@ identical (the blocked update computes every distance with the same per-row oper
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import time
@@ -17,6 +16,7 @@ from collections.abc import Callable
 
 import pytest
 import torch
+from cputime import bench_parser, parse_bench_args
 
 from fsad_methods.patchcore.core import greedy_coreset
 
@@ -77,12 +77,9 @@ def test_coreset_lite0_bank(benchmark, impl: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    parser = bench_parser(__doc__, repeats=None)
     parser.add_argument("--quick", action="store_true", help="only the Lite0-sized bank")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_bench_args(parser, argv)
     print(f"coreset at {RATIO:.0%}, torch {torch.__version__}, {torch.get_num_threads()} thread(s)")
     print(f"{'bank':48s} {'plain s':>8s} {'ours s':>8s} {'speed-up':>8s}  identical  (CPU s)")
     same = True

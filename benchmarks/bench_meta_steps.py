@@ -9,14 +9,13 @@ python benchmarks/bench_meta_steps.py [--threads N]          (timings and the MA
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import replace
 
 import pytest
 import torch
+from cputime import bench_parser, best_time, parse_bench_args
 
 from fsad_methods.anograd.core import ConvAutoencoder, ReferenceGradient, train_gradcon
 from fsad_methods.anograd.plugin import AnoGrad
@@ -94,17 +93,6 @@ STEPS: dict[str, Callable[[], Callable[[], object]]] = {
 }
 
 
-def best_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 2) -> float:
-    for _ in range(warmup):  # torch.func and oneDNN set themselves up on the first calls
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 @pytest.mark.benchmark(group="meta_steps")
 @pytest.mark.parametrize("name", list(STEPS))
 def test_meta_step(benchmark, name: str) -> None:
@@ -114,16 +102,12 @@ def test_meta_step(benchmark, name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_bench_args(bench_parser(__doc__), argv)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); best of {args.repeats}")
     seconds = {}
     for name, build in STEPS.items():
-        seconds[name] = best_time(build(), args.repeats)
+        # two warm-up calls: torch.func and oneDNN set themselves up on the first calls
+        seconds[name] = best_time(build(), args.repeats, warmup=2).wall
         print(f"{name:30s} {seconds[name] * 1e3:9.1f} ms")
     second, first = seconds["meta_riad second-order step"], seconds["meta_riad first-order step"]
     print(f"meta_riad: second-order / first-order = {second / first:.2f}x")

@@ -10,12 +10,11 @@ Times are process CPU time, best of the repeats (benchmarks/cputime.py); use OMP
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 import pytest
 import torch
-from cputime import best_time, best_times, feature_cache_off
+from cputime import bench_parser, best_time, best_times, feature_cache_off, parse_bench_args
 
 from fsad_bench.backbones import cached_feature_extractor
 from fsad_bench.errors import WeightsError
@@ -67,12 +66,7 @@ def test_patchcore_fit_predict(benchmark, backbone: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_bench_args(bench_parser(__doc__), argv)
     threads = torch.get_num_threads()
     print(f"PatchCore K={K} at {SIZE} px, {N_TEST} test images in one batch, feature cache off")
     print(f"torch {torch.__version__}, {threads} thread(s), best of {args.repeats}")

@@ -13,7 +13,6 @@ CPU time, best of the repeats (benchmarks/cputime.py says why); run it with OMP_
 
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 import warnings
@@ -24,7 +23,7 @@ import numpy as np
 import pytest
 import torch
 from bench_aupro import N_MAPS, SIZE, realistic_data
-from cputime import Timing, best_time, best_times, feature_cache_off
+from cputime import Timing, bench_parser, best_time, best_times, feature_cache_off, parse_bench_args
 from tabulate import tabulate
 
 from fsad_bench.backbones import cached_feature_extractor, create_classifier
@@ -259,15 +258,11 @@ def table(rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    parser.add_argument("--repeats", type=int, default=5, help="AUPRO and PatchCore repeats")
+    parser = bench_parser(__doc__)  # --repeats: AUPRO and PatchCore
     parser.add_argument("--coreset-repeats", type=int, default=1)
     parser.add_argument("--bank-rows", type=int, default=BANK_ROWS, help="coreset bank size")
     parser.add_argument("--skip-coreset", action="store_true", help="the slowest part")
-    args = parser.parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    args = parse_bench_args(parser, argv)
     lib = load_anomalib()
     version = lib.version if lib else "not installed"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} thread(s); anomalib {version}")

@@ -9,6 +9,7 @@ beside it.
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 from collections.abc import Callable
@@ -64,3 +65,22 @@ def feature_cache_off() -> None:
     cache = feature_cache.process_cache()
     cache.limit_bytes = 0
     cache.entries.clear()
+
+
+def bench_parser(doc: str, repeats: int | None = 5) -> argparse.ArgumentParser:
+    """The options every benchmark script shares: --threads, and --repeats where it has them."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    if repeats is not None:
+        parser.add_argument("--repeats", type=int, default=repeats)
+    return parser
+
+
+def parse_bench_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
+    """Parse, then apply --threads before anything is timed."""
+    import torch
+
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return args
