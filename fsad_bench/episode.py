@@ -22,6 +22,8 @@ from fsad_bench.datasets import get_layout
 from fsad_bench.datasets.base import Category
 from fsad_bench.datasets.io import TestSet, load_category_tensors, load_image
 from fsad_bench.errors import DatasetError
+from fsad_bench.feature_cache import limit_from_env, tensor_bytes
+from fsad_bench.lru import ByteLRU
 from fsad_bench.meta_cache import meta_fit_cached, meta_key
 from fsad_bench.method import MetaTrainSet
 from fsad_bench.protocol import Protocol, SupportEntry, derive_seed
@@ -114,12 +116,33 @@ def meta_data_hash(task: EpisodeTask) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
+IMAGE_CACHE_ENV = "FSAD_IMAGE_CACHE_MB"
+_TRAIN_IMAGES: ByteLRU[torch.Tensor] | None = None
+
+
+def train_images(task: EpisodeTask, category: Category) -> torch.Tensor:
+    """A category's normal training images, decoded and resized once per process: every
+    held-out category and seed meta-trains on the same images of the others."""
+    global _TRAIN_IMAGES
+    if _TRAIN_IMAGES is None:
+        limit = limit_from_env(IMAGE_CACHE_ENV, 2048.0)
+        _TRAIN_IMAGES = ByteLRU(int(limit * 2**20), tensor_bytes)
+    protocol = task.protocol
+    key = (protocol.layout, task.data_root, category.name, _options(protocol),
+           protocol.image_size)  # fmt: skip
+    images = _TRAIN_IMAGES.get(key)
+    if images is None:
+        images = decode_train(category, protocol.image_size)
+        _TRAIN_IMAGES.put(key, images)
+    return images.clone()  # a plugin that writes into its inputs cannot spoil the cache
+
+
+def decode_train(category: Category, size: int) -> torch.Tensor:
+    return torch.stack([load_image(path, size) for path in category.train_normal])
+
+
 def meta_train_set(task: EpisodeTask, data_hash: str) -> MetaTrainSet:
-    size = task.protocol.image_size
-    images = {
-        c.name: torch.stack([load_image(path, size) for path in c.train_normal])
-        for c in _meta_categories(task)
-    }
+    images = {c.name: train_images(task, c) for c in _meta_categories(task)}
     return MetaTrainSet(images, task.episode.category, data_hash, task.episode.seed)
 
 

@@ -16,11 +16,12 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
+
+from fsad_bench.lru import ByteLRU
 
 DEFAULT_MB = 2048.0
 ENV = "FSAD_FEATURE_CACHE_MB"
@@ -43,19 +44,38 @@ def weights_digest(module: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def tensor_bytes(tensor: Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def limit_from_env(variable: str, default_mb: float) -> float:
+    """A cache bound in MB from the environment (0 turns the cache off)."""
+    return float(os.environ.get(variable, default_mb))
+
+
 class FeatureCache:
     """LRU of per-stage feature maps keyed by (weights, stage, batch)."""
 
     def __init__(self, limit_mb: float) -> None:
-        self.limit_bytes = int(limit_mb * 2**20)
-        self.entries: OrderedDict[tuple[str, int, str], Tensor] = OrderedDict()
-        self.bytes = 0
+        self.store: ByteLRU[Tensor] = ByteLRU(int(limit_mb * 2**20), tensor_bytes)
         self.hits = 0
         self.misses = 0
 
     @property
     def enabled(self) -> bool:
-        return self.limit_bytes > 0
+        return self.store.limit_bytes > 0
+
+    @property
+    def limit_bytes(self) -> int:
+        return self.store.limit_bytes
+
+    @property
+    def bytes(self) -> int:
+        return self.store.bytes
+
+    @property
+    def entries(self) -> dict:
+        return self.store.entries
 
     def features(
         self,
@@ -70,29 +90,14 @@ class FeatureCache:
             return compute(images)
         batch = batch_digest(images)
         keys = [(weights, stage, batch) for stage in stages]
-        if all(key in self.entries for key in keys):
+        if all(key in self.store for key in keys):
             self.hits += 1
-            for key in keys:
-                self.entries.move_to_end(key)
-            return [self.entries[key].clone() for key in keys]
+            return [self.store.get(key).clone() for key in keys]
         self.misses += 1
         computed = compute(images)
         for key, tensor in zip(keys, computed, strict=True):
-            self._store(key, tensor.detach().clone())
+            self.store.put(key, tensor.detach().clone())
         return computed
-
-    def _store(self, key: tuple[str, int, str], tensor: Tensor) -> None:
-        size = tensor.numel() * tensor.element_size()
-        if size > self.limit_bytes:
-            return
-        old = self.entries.pop(key, None)
-        if old is not None:
-            self.bytes -= old.numel() * old.element_size()
-        self.entries[key] = tensor
-        self.bytes += size
-        while self.bytes > self.limit_bytes:
-            _, evicted = self.entries.popitem(last=False)
-            self.bytes -= evicted.numel() * evicted.element_size()
 
 
 _CACHE: FeatureCache | None = None
@@ -102,5 +107,5 @@ def process_cache() -> FeatureCache:
     """The one cache of this process, sized from the environment at first use."""
     global _CACHE
     if _CACHE is None:
-        _CACHE = FeatureCache(float(os.environ.get(ENV, DEFAULT_MB)))
+        _CACHE = FeatureCache(limit_from_env(ENV, DEFAULT_MB))
     return _CACHE

@@ -83,3 +83,35 @@ def test_cached_run_equals_a_cold_one_and_shares_features_across_methods(
     for x, y in zip(a, b, strict=True):
         assert (x.result_key, x.metrics) == (y.result_key, y.metrics)
         assert read_scores(tmp_path / "cold", x) == read_scores(tmp_path / "warm", y)
+
+
+@pytest.mark.usefixtures("fake_methods")
+def test_meta_training_images_are_decoded_once_per_category(
+    mvtec_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fsad_bench import episode
+    from fsad_bench.feature_cache import tensor_bytes
+    from fsad_bench.lru import ByteLRU
+
+    decoded: list[str] = []
+    original = episode.decode_train
+
+    def counting(category, size):  # noqa: ANN001, ANN202 - a spy with the same signature
+        decoded.append(category.name)
+        return original(category, size)
+
+    monkeypatch.setattr(episode, "decode_train", counting)
+
+    def play(out: Path, limit_bytes: int) -> list:
+        monkeypatch.setattr(episode, "_TRAIN_IMAGES", ByteLRU(limit_bytes, tensor_bytes))
+        options = {"data_root": mvtec_root, "layout": "mvtec", "methods": "metaspy",
+                   "shots": "1,2", "seeds": "0,1", "out": out, "image_size": 32}  # fmt: skip
+        run(build_run_config(options), log=lambda _: None)
+        return read_records(out)
+
+    cold = play(tmp_path / "cold", 0)
+    assert len(decoded) == 12  # 3 held-out categories x 2 seeds, 2 other categories each
+    decoded.clear()
+    warm = play(tmp_path / "warm", 2**30)
+    assert sorted(decoded) == ["alpha", "beta", "gamma"]
+    assert [(r.result_key, r.metrics) for r in cold] == [(r.result_key, r.metrics) for r in warm]

@@ -1,0 +1,42 @@
+"""A least-recently-used store bounded in bytes, for the per-process caches of a run."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
+from typing import Generic, TypeVar
+
+Value = TypeVar("Value")
+
+
+class ByteLRU(Generic[Value]):
+    """Keeps values while their total size stays under ``limit_bytes``; the least recently
+    used go first, and a value larger than the whole bound is never kept."""
+
+    def __init__(self, limit_bytes: int, size_of: Callable[[Value], int]) -> None:
+        self.limit_bytes = limit_bytes
+        self.size_of = size_of
+        self.entries: OrderedDict[Hashable, Value] = OrderedDict()
+        self.bytes = 0
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self.entries
+
+    def get(self, key: Hashable) -> Value | None:
+        if key not in self.entries:
+            return None
+        self.entries.move_to_end(key)
+        return self.entries[key]
+
+    def put(self, key: Hashable, value: Value) -> None:
+        size = self.size_of(value)
+        if size > self.limit_bytes:
+            return
+        old = self.entries.pop(key, None)
+        if old is not None:
+            self.bytes -= self.size_of(old)
+        self.entries[key] = value
+        self.bytes += size
+        while self.bytes > self.limit_bytes:
+            _, evicted = self.entries.popitem(last=False)
+            self.bytes -= self.size_of(evicted)
