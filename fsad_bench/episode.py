@@ -150,7 +150,8 @@ def predict_batched(method: Any, images: torch.Tensor, batch_size: int) -> Predi
     scores, maps = [], []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            pred = method.predict(images[start : start + batch_size])
+            # a copy: the test set stays cached for the next episodes, whatever a plugin does
+            pred = method.predict(images[start : start + batch_size].clone())
             if not isinstance(pred, Prediction):
                 raise InvalidOutput(f"predict returned {type(pred).__name__}, not Prediction")
             scores.append(pred.scores.detach().float().cpu())

@@ -122,6 +122,17 @@ class Leaks(MeanDistance):
         super().fit(support)
 
 
+class Scribbles(MeanDistance):
+    """Scores correctly, then writes zeros into the test images it was given."""
+
+    info: ClassVar[MethodInfo] = MethodInfo("scribbles", "0", True, False)
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        pred = super().predict(images)
+        images.zero_()
+        return pred
+
+
 class ScoresOnly(MeanDistance):
     """Image scores only, like AnoGrad: pixel metrics must come out "not applicable"."""
 
@@ -144,6 +155,7 @@ FAKES = {
         ScoresOnly,
         Dies,
         Leaks,
+        Scribbles,
     )
 }
 """Registry name -> target of every fake above (see the ``fake_methods`` fixture)."""

@@ -111,6 +111,18 @@ def test_a_leaking_episode_is_killed_at_the_memory_limit(mvtec_root: Path, tmp_p
     assert len(summary.failed) == 2
 
 
+def test_a_plugin_writing_into_its_inputs_cannot_change_later_episodes(
+    mvtec_root: Path, tmp_path: Path
+) -> None:
+    quiet_run(mvtec_root, tmp_path / "alone", categories="alpha")
+    quiet_run(mvtec_root, tmp_path / "after", methods="scribbles,meandist", categories="alpha")
+    alone = read_records(tmp_path / "alone")
+    after = [r for r in read_records(tmp_path / "after") if r.method.name == "meandist"]
+    assert len(alone) == len(after) == 1
+    assert after[0].metrics == alone[0].metrics
+    assert read_scores(tmp_path / "after", after[0]) == read_scores(tmp_path / "alone", alone[0])
+
+
 # ---- invalid plugin output ------------------------------------------------------------------
 
 
