@@ -22,8 +22,7 @@ from fsad_bench.datasets import get_layout
 from fsad_bench.datasets.base import Category
 from fsad_bench.datasets.io import TestSet, load_category_tensors, load_image
 from fsad_bench.errors import DatasetError
-from fsad_bench.feature_cache import limit_from_env, tensor_bytes
-from fsad_bench.lru import ByteLRU
+from fsad_bench.lru import ByteLRU, limit_from_env, tensor_bytes
 from fsad_bench.meta_cache import meta_fit_cached, meta_key
 from fsad_bench.method import MetaTrainSet
 from fsad_bench.protocol import Protocol, SupportEntry, derive_seed

@@ -15,13 +15,12 @@ bound, 0 turns the cache off.
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
 
-from fsad_bench.lru import ByteLRU
+from fsad_bench.lru import ByteLRU, limit_from_env, tensor_bytes
 
 DEFAULT_MB = 2048.0
 ENV = "FSAD_FEATURE_CACHE_MB"
@@ -42,15 +41,6 @@ def weights_digest(module: torch.nn.Module) -> str:
         digest.update(name.encode())
         digest.update(tensor.detach().contiguous().cpu().numpy().tobytes())
     return digest.hexdigest()
-
-
-def tensor_bytes(tensor: Tensor) -> int:
-    return tensor.numel() * tensor.element_size()
-
-
-def limit_from_env(variable: str, default_mb: float) -> float:
-    """A cache bound in MB from the environment (0 turns the cache off)."""
-    return float(os.environ.get(variable, default_mb))
 
 
 class FeatureCache:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
+
+if TYPE_CHECKING:
+    from torch import Tensor
 
 Value = TypeVar("Value")
 
@@ -40,3 +44,12 @@ class ByteLRU(Generic[Value]):
         while self.bytes > self.limit_bytes:
             _, evicted = self.entries.popitem(last=False)
             self.bytes -= self.size_of(evicted)
+
+
+def tensor_bytes(tensor: Tensor) -> int:
+    return tensor.numel() * tensor.element_size()
+
+
+def limit_from_env(variable: str, default_mb: float) -> float:
+    """A cache bound in MB from the environment (0 turns the cache off)."""
+    return float(os.environ.get(variable, default_mb))

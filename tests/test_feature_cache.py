@@ -90,8 +90,7 @@ def test_meta_training_images_are_decoded_once_per_category(
     mvtec_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from fsad_bench import episode
-    from fsad_bench.feature_cache import tensor_bytes
-    from fsad_bench.lru import ByteLRU
+    from fsad_bench.lru import ByteLRU, tensor_bytes
 
     decoded: list[str] = []
     original = episode.decode_train
