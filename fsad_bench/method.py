@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
+    import torch
     from torch import Tensor
 
     from fsad_bench.records import Prediction
@@ -101,3 +102,12 @@ class MethodBase:
     def meta_fit(self, tasks: MetaTrainSet) -> None:
         if self.info.needs_meta_train:
             raise NotImplementedError(f"{self.info.name} declares needs_meta_train but no meta_fit")
+
+
+def episode_generator() -> torch.Generator:
+    """A private generator drawn from torch's global RNG, which the runner seeds before every
+    meta_fit/fit/predict: the episode seed then reaches a plugin's own sampling (masks,
+    coresets, augmentations) without the plugin consuming the global stream further."""
+    import torch  # here, not at module level: `fsad-bench list` must stay torch-free
+
+    return torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,))))

@@ -11,7 +11,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from fsad_bench.method import MetaTrainSet, MethodBase, MethodInfo, NotFittedError
+from fsad_bench.method import (
+    MetaTrainSet,
+    MethodBase,
+    MethodInfo,
+    NotFittedError,
+    episode_generator,
+)
 from fsad_bench.records import Prediction
 from fsad_methods.anograd.core import (
     ConvAutoencoder,
@@ -22,11 +28,6 @@ from fsad_methods.anograd.core import (
 from fsad_methods.common.reconstruction import resize
 
 FIT_REFERENCES = ("reset", "continue")
-
-
-def _episode_generator() -> torch.Generator:
-    """Drawn from torch's global RNG, which the runner seeds per episode."""
-    return torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,))))
 
 
 class AnoGrad(MethodBase):
@@ -98,7 +99,7 @@ class AnoGrad(MethodBase):
             lr=lr,
             batch_size=self.params["batch_size"],
             alpha=self.params["alpha"],
-            generator=_episode_generator(),
+            generator=episode_generator(),
         )
 
     def meta_fit(self, tasks: MetaTrainSet) -> None:

@@ -12,7 +12,13 @@ from typing import Any, ClassVar
 
 import torch
 
-from fsad_bench.method import MetaTrainSet, MethodBase, MethodInfo, NotFittedError
+from fsad_bench.method import (
+    MetaTrainSet,
+    MethodBase,
+    MethodInfo,
+    NotFittedError,
+    episode_generator,
+)
 from fsad_bench.records import Prediction
 from fsad_methods.common.losses import ReconstructionLoss
 from fsad_methods.common.reconstruction import resize, score_by_inpainting
@@ -25,11 +31,6 @@ from fsad_methods.meta_riad.core import (
     meta_train,
     test_mask_sets,
 )
-
-
-def _episode_generator() -> torch.Generator:
-    """Drawn from torch's global RNG, which the runner seeds per episode."""
-    return torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,))))
 
 
 class MetaRIAD(MethodBase):
@@ -133,7 +134,7 @@ class MetaRIAD(MethodBase):
         categories = {
             name: resize(imgs.to(self.device), size) for name, imgs in tasks.images.items()
         }
-        meta_train(net, self._loss, categories, self.meta_config(), _episode_generator())
+        meta_train(net, self._loss, categories, self.meta_config(), episode_generator())
         self._meta_net, self._net = net, None
 
     def meta_state_dict(self) -> dict[str, torch.Tensor]:
@@ -149,7 +150,7 @@ class MetaRIAD(MethodBase):
     def fit(self, support: torch.Tensor) -> None:
         if self._meta_net is None:
             raise NotFittedError("meta_riad: call meta_fit or load_meta_state_dict before fit")
-        p, generator = self.params, _episode_generator()
+        p, generator = self.params, episode_generator()
         support = resize(support.to(self.device), p["input_size"])
         net = copy.deepcopy(self._meta_net)  # fit(A) then fit(B) equals fit(B)
         adapted = adapt_to_support(

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 import torch
 
 from fsad_bench.backbones import cached_feature_extractor
-from fsad_bench.method import MethodBase, MethodInfo, NotFittedError
+from fsad_bench.method import MethodBase, MethodInfo, NotFittedError, episode_generator
 from fsad_bench.records import Prediction
 from fsad_methods.patchcore.core import PatchCoreModel
 
@@ -62,7 +62,7 @@ class PatchCore(MethodBase):
             embed_dim=self.params["embed_dim"],
         )
         # the runner seeds torch per episode; drawing from it makes that seed apply here
-        generator = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,))))
+        generator = episode_generator()
         model.fit(support.to(self.device), generator)
         self._model = model
 

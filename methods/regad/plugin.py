@@ -16,7 +16,13 @@ from torch import nn
 
 from fsad_bench.backbones import FeatureExtractor, WeightsSource, cached_feature_extractor
 from fsad_bench.errors import WeightsError
-from fsad_bench.method import MetaTrainSet, MethodBase, MethodInfo, NotFittedError
+from fsad_bench.method import (
+    MetaTrainSet,
+    MethodBase,
+    MethodInfo,
+    NotFittedError,
+    episode_generator,
+)
 from fsad_bench.records import Prediction
 from fsad_methods.regad.core import (
     RegADNet,
@@ -167,7 +173,7 @@ class RegAD(MethodBase):
             for name, batch in sorted(tasks.images.items())
         }
         net = self._new_net()  # drawn from the RNG the runner seeded for this episode
-        generator = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,))))
+        generator = episode_generator()
         n_images = sum(len(batch) for batch in images.values())
         self._log = train_registration(net, images, self._settings(n_images), generator)
         self._net = net
@@ -201,7 +207,7 @@ class RegAD(MethodBase):
         p = self.params
         scorer = RegADScorer(self._net, p["input_size"], p["augment_copies"], p["eps"], p["sigma"])
         # the runner seeds torch per episode; drawing from it makes that seed apply here
-        generator = torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,))))
+        generator = episode_generator()
         scorer.fit(support.to(self.device), generator)
         self._scorer = scorer
 

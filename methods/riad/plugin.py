@@ -10,15 +10,16 @@ from typing import Any, ClassVar
 
 import torch
 
-from fsad_bench.method import MetaTrainSet, MethodBase, MethodInfo, NotFittedError
+from fsad_bench.method import (
+    MetaTrainSet,
+    MethodBase,
+    MethodInfo,
+    NotFittedError,
+    episode_generator,
+)
 from fsad_bench.records import Prediction
 from fsad_methods.common.losses import ReconstructionLoss
 from fsad_methods.riad.core import RIADModel
-
-
-def _episode_generator() -> torch.Generator:
-    """Drawn from torch's global RNG, which the runner seeds per episode."""
-    return torch.Generator().manual_seed(int(torch.randint(2**31 - 1, (1,))))
 
 
 class RIAD(MethodBase):
@@ -91,7 +92,7 @@ class RIAD(MethodBase):
             self.params["pretrain_steps"],
             self.params["pretrain_lr"],
             self.params["batch_size"],
-            _episode_generator(),
+            episode_generator(),
         )
         self._pretrained = model.state_dict()
         self._model = None
@@ -110,7 +111,7 @@ class RIAD(MethodBase):
             raise NotFittedError("riad: call meta_fit (pretraining) or load_meta_state_dict first")
         model = self._new_model()  # a fresh copy: fit(A) then fit(B) equals fit(B)
         model.net.load_state_dict(self._pretrained)
-        generator = _episode_generator()
+        generator = episode_generator()
         model.train(
             support.to(self.device),
             self.params["fit_steps"],
