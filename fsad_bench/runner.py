@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
@@ -190,6 +191,45 @@ def _result_key(task: Any) -> str:
     return f"{name}:{preset}:{task.episode.key}"
 
 
+HEARTBEAT_S = 60.0
+
+
+class Heartbeat:
+    """Says the run is alive when no episode has finished for a while: meta-training, or a
+    large test set, can keep one episode busy for minutes without a progress line."""
+
+    def __init__(self, log: Callable[[str], None], tasks: list[Any], sequential: bool) -> None:
+        self.log, self.tasks, self.sequential = log, tasks, sequential
+        self.done, self.last = 0, time.monotonic()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def finished(self, done: int) -> None:
+        self.done, self.last = done, time.monotonic()
+
+    def _watch(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            quiet = time.monotonic() - self.last
+            if quiet < HEARTBEAT_S or self.done >= len(self.tasks):
+                continue
+            line = f"... still working: {self.done}/{len(self.tasks)} episodes done, "
+            line += f"{quiet:.0f} s since the last one finished"
+            if self.sequential:  # one at a time, in order: the running one is known
+                task = self.tasks[self.done]
+                episode = task.episode
+                line += f"; playing {task.method_spec} {episode.category} k={episode.k} "
+                line += f"seed={episode.seed}"
+            self.log(line)
+
+
 @contextlib.contextmanager
 def output_errors(out_dir: Path) -> Iterator[None]:
     """A full disk or an unwritable --out becomes one line naming the file and the fix."""
@@ -246,22 +286,25 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
     limits = Limits(config.episode_timeout_s, config.episode_memory_mb)
     outcomes = execute(pending, config.workers, limits, config.executor, config.address)
     stream = iter(outcomes)
-    try:
-        for index, outcome in enumerate(stream, start=1):
-            if outcome.data_error:
-                raise DatasetError(outcome.data_error)
-            record = outcome.record
-            with output_errors(config.out_dir):
-                if outcome.scores is not None and record.scores_file:
-                    write_json_atomic(config.out_dir / record.scores_file, outcome.scores)
-                for relative, data in outcome.files.items():  # before the record: it means all
-                    write_bytes_atomic(config.out_dir / relative, data)
-                writer.append(record)
-            if record.status != STATUS_OK:
-                failed.append(record)
-            log(_progress_line(index, len(pending), record, time.perf_counter() - start))
-    finally:  # stop the executor's workers at once when writing fails or Ctrl-C arrives
-        getattr(stream, "close", lambda: None)()
+    sequential = config.workers <= 1 and config.executor == "local"
+    with Heartbeat(log, pending, sequential) as heartbeat:
+        try:
+            for index, outcome in enumerate(stream, start=1):
+                if outcome.data_error:
+                    raise DatasetError(outcome.data_error)
+                record = outcome.record
+                with output_errors(config.out_dir):
+                    if outcome.scores is not None and record.scores_file:
+                        write_json_atomic(config.out_dir / record.scores_file, outcome.scores)
+                    for relative, data in outcome.files.items():  # before the record
+                        write_bytes_atomic(config.out_dir / relative, data)
+                    writer.append(record)
+                if record.status != STATUS_OK:
+                    failed.append(record)
+                heartbeat.finished(index)
+                log(_progress_line(index, len(pending), record, time.perf_counter() - start))
+        finally:  # stop the executor's workers at once when writing fails or Ctrl-C arrives
+            getattr(stream, "close", lambda: None)()
     return RunSummary(config.out_dir, len(pending), skipped, failed)
 
 

@@ -133,6 +133,19 @@ class Scribbles(MeanDistance):
         return pred
 
 
+class Naps(MeanDistance):
+    """A slow but well-behaved plugin: fit sleeps ``nap_s`` seconds."""
+
+    info: ClassVar[MethodInfo] = MethodInfo("naps", "0", True, False)
+    defaults: ClassVar[dict[str, Any]] = {"nap_s": 1.5}
+
+    def fit(self, support: torch.Tensor) -> None:
+        import time
+
+        time.sleep(self.params["nap_s"])
+        super().fit(support)
+
+
 class ScoresOnly(MeanDistance):
     """Image scores only, like AnoGrad: pixel metrics must come out "not applicable"."""
 
@@ -156,6 +169,7 @@ FAKES = {
         Dies,
         Leaks,
         Scribbles,
+        Naps,
     )
 }
 """Registry name -> target of every fake above (see the ``fake_methods`` fixture)."""

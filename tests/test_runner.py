@@ -97,6 +97,22 @@ def test_method_without_maps_runs_over_several_batches(mvtec_root: Path, tmp_pat
         assert "not applicable" in record.metric_notes["pixel_auroc"]
 
 
+def test_a_long_episode_shows_that_the_run_is_alive(
+    mvtec_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fsad_bench import runner
+
+    monkeypatch.setattr(runner, "HEARTBEAT_S", 0.3)
+    lines: list[str] = []
+    run(config(mvtec_root, tmp_path / "run", methods="naps", shots="1", seeds="0",
+               categories="alpha"), log=lines.append)  # fmt: skip
+    beats = [line for line in lines if line.startswith("... still working")]
+    assert beats, lines
+    assert beats[0].startswith("... still working: 0/1 episodes done, ")
+    assert beats[0].endswith("; playing naps alpha k=1 seed=0")
+    assert lines[-1].startswith("[1/1 ")  # the episode's own line comes last
+
+
 def test_meta_fit_never_sees_the_held_out_category(mvtec_root: Path, tmp_path: Path) -> None:
     from fake_plugins import MetaSpy
 
