@@ -104,6 +104,24 @@ class MethodBase:
             raise NotImplementedError(f"{self.info.name} declares needs_meta_train but no meta_fit")
 
 
+class PretrainedState:
+    """The meta-cache hooks for a plugin that keeps its meta-trained weights as one flat
+    tensor dict in ``self._pretrained`` and builds ``self._model`` from it at fit."""
+
+    _pretrained: dict[str, Tensor] | None
+    _model: Any
+
+    def meta_state_dict(self) -> dict[str, Tensor]:
+        if self._pretrained is None:
+            name = self.info.name  # type: ignore[attr-defined]
+            raise NotFittedError(f"{name}: call meta_fit before meta_state_dict")
+        return dict(self._pretrained)
+
+    def load_meta_state_dict(self, state: dict[str, Tensor]) -> None:
+        self._pretrained = {k: v.detach().clone() for k, v in state.items()}
+        self._model = None
+
+
 def episode_generator() -> torch.Generator:
     """A private generator drawn from torch's global RNG, which the runner seeds before every
     meta_fit/fit/predict: the episode seed then reaches a plugin's own sampling (masks,

@@ -16,6 +16,7 @@ from fsad_bench.method import (
     MethodBase,
     MethodInfo,
     NotFittedError,
+    PretrainedState,
     episode_generator,
 )
 from fsad_bench.records import Prediction
@@ -30,7 +31,7 @@ from fsad_methods.common.reconstruction import resize
 FIT_REFERENCES = ("reset", "continue")
 
 
-class AnoGrad(MethodBase):
+class AnoGrad(PretrainedState, MethodBase):
     info: ClassVar[MethodInfo] = MethodInfo(
         name="anograd", version="1.0", produces_maps=False, needs_meta_train=True
     )
@@ -113,15 +114,6 @@ class AnoGrad(MethodBase):
         )
         state = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
         self._pretrained = state | {f"ref.{k}": v for k, v in reference.state_dict().items()}
-        self._model = None
-
-    def meta_state_dict(self) -> dict[str, torch.Tensor]:
-        if self._pretrained is None:
-            raise NotFittedError("anograd: call meta_fit before meta_state_dict")
-        return dict(self._pretrained)
-
-    def load_meta_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self._pretrained = {k: v.detach().clone() for k, v in state.items()}
         self._model = None
 
     def _restore(self) -> tuple[ConvAutoencoder, ReferenceGradient]:

@@ -15,6 +15,7 @@ from fsad_bench.method import (
     MethodBase,
     MethodInfo,
     NotFittedError,
+    PretrainedState,
     episode_generator,
 )
 from fsad_bench.records import Prediction
@@ -22,7 +23,7 @@ from fsad_methods.common.losses import ReconstructionLoss
 from fsad_methods.riad.core import RIADModel
 
 
-class RIAD(MethodBase):
+class RIAD(PretrainedState, MethodBase):
     info: ClassVar[MethodInfo] = MethodInfo(
         name="riad", version="1.0", produces_maps=True, needs_meta_train=True
     )
@@ -95,15 +96,6 @@ class RIAD(MethodBase):
             episode_generator(),
         )
         self._pretrained = model.state_dict()
-        self._model = None
-
-    def meta_state_dict(self) -> dict[str, torch.Tensor]:
-        if self._pretrained is None:
-            raise NotFittedError("riad: call meta_fit before meta_state_dict")
-        return dict(self._pretrained)
-
-    def load_meta_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        self._pretrained = {k: v.detach().clone() for k, v in state.items()}
         self._model = None
 
     def fit(self, support: torch.Tensor) -> None:
