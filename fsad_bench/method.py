@@ -76,6 +76,23 @@ class Method(Protocol):
         ...
 
 
+def unknown_params_problem(cls: type, params: Mapping[str, Any]) -> str | None:
+    """Why ``params`` do not fit a plugin that declares ``defaults``, or None.
+
+    Shared by the constructor and the runner's check before any episode starts, so a typo
+    in ``--param`` stops the run at once instead of failing every episode.
+    """
+    defaults = getattr(cls, "defaults", None)
+    if not defaults:  # a plugin without declared defaults validates in its own __init__
+        return None
+    unknown = sorted(set(params) - set(defaults))
+    if not unknown:
+        return None
+    return (
+        f"{cls.info.name}: unknown parameter(s) {unknown}; valid parameters are {sorted(defaults)}"
+    )
+
+
 class MethodBase:
     """Optional convenience base: parameter defaults, validation and get_params.
 
@@ -88,12 +105,9 @@ class MethodBase:
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init__(self, **params: Any) -> None:
-        unknown = sorted(set(params) - set(self.defaults))
-        if unknown:
-            raise TypeError(
-                f"{self.info.name}: unknown parameter(s) {unknown}; "
-                f"valid parameters are {sorted(self.defaults)}"
-            )
+        problem = unknown_params_problem(type(self), params)
+        if problem:
+            raise TypeError(problem)
         self.params: dict[str, Any] = {**self.defaults, **params}
 
     def get_params(self) -> dict[str, Any]:

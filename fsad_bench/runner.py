@@ -19,8 +19,9 @@ from typing import Any
 
 from fsad_bench.datasets import get_layout
 from fsad_bench.datasets.base import Category
-from fsad_bench.errors import DatasetError, FsadError, ProtocolError
+from fsad_bench.errors import DatasetError, FsadError, PluginError, ProtocolError
 from fsad_bench.executors import Limits, execute
+from fsad_bench.method import unknown_params_problem
 from fsad_bench.protocol import (
     Protocol,
     SupportEntry,
@@ -245,8 +246,18 @@ def output_errors(out_dir: Path) -> Iterator[None]:
 
 def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSummary:
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
+    stray = sorted(set(config.method_params) - set(config.methods))
+    if stray:
+        raise PluginError(
+            f"--param given for {', '.join(stray)}, which this run does not play (methods: "
+            f"{', '.join(config.methods)}); write it as METHOD.KEY=VALUE with METHOD exactly "
+            "as given to --method"
+        )
     for spec in config.methods:
         resolved = resolve(spec, config.method_params.get(spec))
+        problem = unknown_params_problem(resolved.cls, resolved.params)
+        if problem:
+            raise PluginError(f"{problem}; fix the --param or the preset")
         if resolved.cls.info.needs_meta_train and config.protocol.meta_train == "none":
             raise ProtocolError(f"{spec} needs meta-training but the protocol has meta_train: none")
     categories = load_categories(config.protocol)

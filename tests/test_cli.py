@@ -39,6 +39,37 @@ def test_unknown_method_lists_known_ones(mvtec_root: Path, tmp_path: Path) -> No
     assert "unknown method 'nosuch'" in result.output and "patchcore" in result.output
 
 
+def test_param_for_a_method_not_in_the_run_stops_before_any_episode(
+    mvtec_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["run", "--data-root", str(mvtec_root), "--layout", "mvtec",
+                                 "--method", "patchcore", "--param", "patchcroe.sigma=2",
+                                 "--out", str(out)])  # fmt: skip
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "patchcroe" in lines[0] and "METHOD.KEY=VALUE" in lines[0]
+    assert not (out / "records.jsonl").exists()
+
+
+def test_unknown_parameter_stops_before_any_episode(mvtec_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["run", "--data-root", str(mvtec_root), "--layout", "mvtec",
+                                 "--method", "patchcore", "--param", "patchcore.sigmaa=2",
+                                 "--out", str(out)])  # fmt: skip
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "['sigmaa']" in lines[0] and "sigma" in lines[0].split("valid parameters")[1]
+    assert not (out / "records.jsonl").exists()
+
+
+def test_check_plugin_with_an_unknown_name_is_one_line() -> None:
+    result = runner.invoke(app, ["check-plugin", "nosuch"])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "unknown method 'nosuch'" in lines[0] and "patchcore" in lines[0]
+
+
 def test_bad_shots_value(mvtec_root: Path) -> None:
     result = runner.invoke(app, ["run", "--data-root", str(mvtec_root), "--layout", "mvtec",
                                  "--shots", "one"])  # fmt: skip

@@ -199,6 +199,9 @@ def run_check(name: str, check: str) -> None:
 
 
 def run_checks(name: str) -> list[CheckResult]:
+    """Every check on one plugin; an unknown or unimportable name raises PluginError once
+    (one line for the user) instead of failing each check with the same message."""
+    resolve(name)
     results = []
     for check, func in CHECKS.items():
         try:
