@@ -136,6 +136,7 @@ def test_mvtec_bad_input_names_the_offending_path(tmp_path: Path, breakage: str)
         needles = [
             cat / "test" / "scratch" / "001.png",
             cat / "ground_truth" / "scratch" / "001_mask.png",
+            "put its mask",
         ]
     elif breakage == "no_ground_truth":
         for mask in (cat / "ground_truth").rglob("*.png"):

@@ -114,7 +114,10 @@ def load_category(root: Path | None, name: str, **options: Any) -> Category:
             mask = masks.get(f"{image.stem}_mask")
             if mask is None:
                 expected = truth / defect.name / f"{image.stem}_mask.png"
-                raise DatasetError(f"{image}: defect image has no mask; expected {expected}")
+                raise DatasetError(
+                    f"{image}: defect image has no mask; put its mask (white = defect) at "
+                    f"{expected}, or remove the image"
+                )
             test.append(TestItem(image, 1, defect.name, mask))
     if not test:
         raise DatasetError(f"{folder / 'test'}: no test images in category {name!r}")
