@@ -3,6 +3,7 @@ that ``fsad-bench list`` stays fast and imports no method code."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -179,6 +180,13 @@ def submit(
     except FsadError as exc:
         _fail(exc)
     typer.echo(f"wrote {path}")
+    sources = json.loads((path / "manifest.json").read_text(encoding="utf-8"))["record_sources"]
+    for key, values in sources.items():
+        if len(values) > 1:
+            typer.echo(
+                f"note: the records were made with more than one {key} ({', '.join(values)}), "
+                "e.g. by a resumed run; rerun into a fresh --out to make them in one go"
+            )
 
 
 @app.command()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import traceback
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -204,6 +205,18 @@ def score_episode(
     return {k: clean_metric(v) for k, v in values.items()}, notes
 
 
+def compute_env() -> dict[str, Any]:
+    """Threads the episode really ran with (in its worker): CPU results depend on them."""
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+    }
+
+
+def compute_label(device: str) -> str:
+    return f"{device}/threads={torch.get_num_threads()}"
+
+
 def play(task: EpisodeTask) -> EpisodeOutcome:
     if task.threads:
         torch.set_num_threads(task.threads)
@@ -225,7 +238,7 @@ def play(task: EpisodeTask) -> EpisodeOutcome:
                 seed_everything(seed)
                 data_hash = meta_data_hash(task)
                 key = meta_key(ref.name, ref.version, ref.params, episode.category,
-                               episode.seed, data_hash)  # fmt: skip
+                               episode.seed, data_hash, compute_label(task.device))  # fmt: skip
                 cache = Path(task.cache_dir) if task.cache_dir else None
                 with Stopwatch() as clock:
                     cache_hit = meta_fit_cached(
@@ -313,7 +326,7 @@ def _record(
         metric_notes=notes,
         metrics_version=metrics.METRICS_VERSION,
         timing=timing,
-        env=task.env,
+        env={**task.env, **compute_env()},
         provenance=provenance,
         error=error,
     )

@@ -20,8 +20,12 @@ from fsad_bench.method import MetaTrainSet
 
 
 def meta_key(name: str, version: str, params: dict[str, Any], held_out: str, seed: int,
-             data_hash: str) -> str:  # fmt: skip
-    payload = json.dumps([name, version, params, held_out, seed, data_hash], sort_keys=True)
+             data_hash: str, compute: str) -> str:  # fmt: skip
+    """``compute`` names the device and thread count: meta-training on 1 and on 2 threads
+    sums in different orders and can end in different weights, so a resumed run on other
+    threads retrains instead of mixing the two."""
+    payload = json.dumps([name, version, params, held_out, seed, data_hash, compute],
+                         sort_keys=True)  # fmt: skip
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 

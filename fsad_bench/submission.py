@@ -393,6 +393,16 @@ def backbone_init(records: Iterable[EpisodeRecord]) -> str:
     return kinds.pop() if len(kinds) == 1 else "mixed: " + ", ".join(sorted(kinds))
 
 
+def record_sources(records: list[EpisodeRecord]) -> dict[str, list[str]]:
+    """Code versions and thread counts the records were made with: a resumed run can mix
+    them, and a reader should see that rather than one ``environment`` for all."""
+
+    def values(key: str) -> list[str]:
+        return sorted({str(r.env.get(key, "unrecorded")) for r in records})
+
+    return {"git_sha": values("git_sha"), "torch_threads": values("torch_threads")}
+
+
 def default_command(run_dir: Path, grid: Grid, label: str) -> str:
     """What `fsad-bench run` options reproduce this run, when the submitter gave none."""
     shots = ",".join(str(k) for k in grid.shots)
@@ -455,6 +465,7 @@ def build_submission(
         "metrics_version": first.metrics_version,
         "run_ids": sorted({r.run_id for r in records}),
         "environment": config.get("env", first.env),
+        "record_sources": record_sources(records),
         "command": command or default_command(run_dir, grid, label),
         "command_given": command is not None,
         "n_episodes": len(records),

@@ -131,6 +131,30 @@ def test_meta_fit_never_sees_the_held_out_category(mvtec_root: Path, tmp_path: P
     assert sum(r.provenance["meta_fit_cache_hit"] for r in records) == 6
 
 
+def test_records_say_their_threads_and_other_threads_retrain(
+    mvtec_root: Path, tmp_path: Path
+) -> None:
+    import torch
+    from fake_plugins import MetaSpy
+
+    MetaSpy.seen.clear()
+    before = torch.get_num_threads()
+    options = {"methods": "metaspy", "seeds": "0", "categories": "alpha"}
+    run(config(mvtec_root, tmp_path / "run", shots="1", **options), log=lambda _: None)
+    (record,) = read_records(tmp_path / "run")
+    assert record.env["torch_threads"] == before
+    assert len(MetaSpy.seen) == 1
+    torch.set_num_threads(before + 1)
+    try:  # K=2 would reuse K=1's meta-training on the same threads; not on others
+        run(config(mvtec_root, tmp_path / "run", shots="1,2", **options), log=lambda _: None)
+    finally:
+        torch.set_num_threads(before)
+    assert len(MetaSpy.seen) == 2
+    new = [r for r in read_records(tmp_path / "run") if r.k == 2]
+    assert new[0].provenance["meta_fit_cache_hit"] is False
+    assert new[0].env["torch_threads"] == before + 1
+
+
 def test_bad_data_fails_before_any_episode(tmp_path: Path) -> None:
     root = tmp_path / "data"
     for name in ("alpha", "beta"):

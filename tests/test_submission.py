@@ -268,6 +268,22 @@ def test_cli_submit_reports_one_line(run_dir: Path, tmp_path: Path) -> None:
     assert lines[0].startswith("error:") and "episodes missing" in lines[0]
 
 
+def test_records_from_two_code_versions_are_listed_and_noted(run_dir: Path, tmp_path: Path) -> None:
+    def two_versions(rows: list[dict]) -> list[dict]:
+        for i, row in enumerate(rows):
+            row["env"] = {"git_sha": "aaa" if i % 2 else "bbb", "torch_threads": 1}
+        return rows
+
+    edit_lines(run_dir / RECORDS, two_versions)
+    result = CliRunner().invoke(app, ["submit", str(run_dir), "--out", str(tmp_path / "subs")])
+    assert result.exit_code == 0, result.output
+    assert "more than one git_sha (aaa, bbb)" in result.output
+    assert "torch_threads" not in result.output  # one thread count: nothing to say
+    folder = find_submissions(tmp_path / "subs")[0]
+    sources = load_submission(folder).manifest["record_sources"]
+    assert sources == {"git_sha": ["aaa", "bbb"], "torch_threads": ["1"]}
+
+
 def test_shipped_submissions_validate() -> None:
     folders = find_submissions(ROOT / "submissions")
     labels = {(load_submission(f).label, load_submission(f).manifest["protocol"]["name"])
