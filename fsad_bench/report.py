@@ -6,7 +6,7 @@ metrics that do not apply (no maps, image-level data) stay empty, never 0.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
@@ -111,20 +111,46 @@ def render(long: pd.DataFrame, markdown: bool = False) -> str:
 
 
 def provenance_lines(records: Sequence[EpisodeRecord]) -> list[str]:
-    """What produced the numbers: protocol, and each method's backbone initialisation."""
-    seen: dict[str, str] = {}
+    """What produced the numbers: protocol, and each method's backbone, its initialisation
+    and the weights file, so a random-init or other-weights run cannot pass for the usual."""
     protocols = sorted(
         {f"{r.protocol}@{r.protocol_version} (hash {r.protocol_hash})" for r in records}
     )
+    by_method: dict[str, list[EpisodeRecord]] = {}
     for record in records:
-        if record.status != STATUS_OK:
-            continue
-        prov = record.provenance
-        parts = [f"{k}={prov[k]}" for k in ("backbone", "backbone_init") if k in prov]
-        seen.setdefault(method_label(record), ", ".join(parts) or "no backbone")
+        if record.status == STATUS_OK:
+            by_method.setdefault(method_label(record), []).append(record)
     lines = [f"Reproduced by fsad-bench on {', '.join(protocols)}."]
-    lines += [f"  {name}: {desc}" for name, desc in sorted(seen.items())]
+    for name, group in sorted(by_method.items()):
+        lines.append(f"  {name}: {describe_backbone(group)}")
     return lines
+
+
+def describe_backbone(records: Sequence[EpisodeRecord]) -> str:
+    first = records[0]
+    backbone = first.provenance.get("backbone", first.method.params.get("backbone"))
+    init = backbone_init(records)
+    if init == "none":
+        return "no pretrained backbone (trained from scratch)"
+    weights = sorted({str(r.provenance["weights"]) for r in records if "weights" in r.provenance})
+    text = f"backbone={backbone}, {init}"
+    return text + (f"; {'; '.join(weights)}" if weights else "")
+
+
+def backbone_init(records: Iterable[EpisodeRecord]) -> str:
+    """pretrained / random / none, from each record's provenance (or its weights param)."""
+    kinds = set()
+    for record in records:
+        prov, params = record.provenance, record.method.params
+        if "backbone_init" in prov:
+            kinds.add(str(prov["backbone_init"]))
+        elif "weights" in params:
+            kinds.add("random" if params["weights"] == "random" else "pretrained")
+        elif "backbone" in prov or "backbone" in params:
+            kinds.add("unknown")
+        else:
+            kinds.add("none")
+    return kinds.pop() if len(kinds) == 1 else "mixed: " + ", ".join(sorted(kinds))
 
 
 def write_report(run_dir: Path) -> tuple[pd.DataFrame, str]:

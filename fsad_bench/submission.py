@@ -14,15 +14,17 @@ import json
 import math
 import os
 import re
+import shlex
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 from fsad_bench.errors import FsadError
 from fsad_bench.protocol import (
@@ -34,7 +36,7 @@ from fsad_bench.protocol import (
     support_hash,
 )
 from fsad_bench.records import METRIC_NAMES, STATUS_OK, EpisodeRecord
-from fsad_bench.report import method_label
+from fsad_bench.report import backbone_init, method_label
 from fsad_bench.results import RECORDS, latest_by_key
 
 SUBMISSION_SCHEMA = "fsad-bench-submission/1"
@@ -377,22 +379,6 @@ def _select_method(run_dir: Path, records: Sequence[EpisodeRecord], method: str 
     return method
 
 
-def backbone_init(records: Iterable[EpisodeRecord]) -> str:
-    """pretrained / random / none, from each record's provenance (or its weights param)."""
-    kinds = set()
-    for record in records:
-        prov, params = record.provenance, record.method.params
-        if "backbone_init" in prov:
-            kinds.add(str(prov["backbone_init"]))
-        elif "weights" in params:
-            kinds.add("random" if params["weights"] == "random" else "pretrained")
-        elif "backbone" in prov or "backbone" in params:
-            kinds.add("unknown")
-        else:
-            kinds.add("none")
-    return kinds.pop() if len(kinds) == 1 else "mixed: " + ", ".join(sorted(kinds))
-
-
 def record_sources(records: list[EpisodeRecord]) -> dict[str, list[str]]:
     """Code versions and thread counts the records were made with: a resumed run can mix
     them, and a reader should see that rather than one ``environment`` for all."""
@@ -403,14 +389,51 @@ def record_sources(records: list[EpisodeRecord]) -> dict[str, list[str]]:
     return {"git_sha": values("git_sha"), "torch_threads": values("torch_threads")}
 
 
-def default_command(run_dir: Path, grid: Grid, label: str) -> str:
-    """What `fsad-bench run` options reproduce this run, when the submitter gave none."""
-    shots = ",".join(str(k) for k in grid.shots)
-    seeds = ",".join(str(s) for s in grid.seeds)
-    return (
-        f"fsad-bench run --protocol {grid.protocol} --method {label} --shots {shots} "
-        f"--seeds {seeds} --out {run_dir}"
-    )
+def command_from_run(
+    run_dir: Path, config: Any, grid: Grid, label: str, records: Sequence[EpisodeRecord]
+) -> str:
+    """The `fsad-bench run` command that this run's own run.json says reproduces it.
+
+    Stored beside a submitter's ``--command`` (which is their word, not checked), with every
+    explicit parameter, the image size when it differs from the protocol's, the data root of
+    a user dataset, and the thread count the records were made with.
+    """
+    identity = config.get("identity", {})
+    protocol = config.get("protocol", {})
+    parts = []
+    threads = record_sources(list(records))["torch_threads"]
+    if len(threads) == 1 and threads[0] != "unrecorded":
+        parts.append(f"OMP_NUM_THREADS={threads[0]}")
+    parts += ["fsad-bench", "run", "--protocol", grid.protocol, "--method", label]
+    if protocol.get("layout") not in _SELF_PROVIDED_LAYOUTS and protocol.get("data_root"):
+        parts += ["--data-root", str(protocol["data_root"])]
+    for key, value in sorted(identity.get("method_params", {}).get(label, {}).items()):
+        parts += ["--param", f"{label}.{key}={_param_text(value)}"]
+    size = identity.get("image_size")
+    if size is not None and size != _declared_image_size(grid.protocol):
+        parts += ["--image-size", str(size)]
+    parts += ["--shots", ",".join(str(k) for k in grid.shots)]
+    parts += ["--seeds", ",".join(str(s) for s in grid.seeds)]
+    parts += ["--out", str(run_dir)]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def _param_text(value: Any) -> str:
+    """How --param spells a value so that its YAML reading gives the value back."""
+    if isinstance(value, str) and yaml.safe_load(value) == value:
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
+# layouts whose data the package provides (generated or installed): no --data-root to give
+_SELF_PROVIDED_LAYOUTS = ("synthetic", "elpv")
+
+
+def _declared_image_size(protocol_name: str) -> int | None:
+    try:
+        return load_protocol(protocol_name).image_size
+    except FsadError:  # a protocol file outside the repo: its run.json is the record
+        return None
 
 
 def build_submission(
@@ -435,6 +458,7 @@ def build_submission(
     files.update(_saved_maps(run_dir, records))
     _raise_problems(run_dir, map_file_problems(files, records))
     first = records[0]
+    from_run = command_from_run(run_dir, config, grid, label, records)
     manifest = {
         "schema": SUBMISSION_SCHEMA,
         "kind": KIND_REPRODUCED,
@@ -466,7 +490,8 @@ def build_submission(
         "run_ids": sorted({r.run_id for r in records}),
         "environment": config.get("env", first.env),
         "record_sources": record_sources(records),
-        "command": command or default_command(run_dir, grid, label),
+        "command": command or from_run,
+        "command_from_run": from_run,
         "command_given": command is not None,
         "n_episodes": len(records),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

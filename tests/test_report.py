@@ -47,3 +47,27 @@ def test_not_applicable_metrics_stay_empty_not_zero(tmp_path: Path) -> None:
 def test_single_seed_has_no_std() -> None:
     long = aggregate([make_record("a", 1, 0)])
     assert long[long.category == "a"]["std"].isna().all()
+
+
+def test_header_names_each_methods_backbone_init_and_weights() -> None:
+    from fsad_bench.report import provenance_lines
+
+    def with_(method: str, params: dict, provenance: dict, seed: int = 0):
+        record = make_record("a", 1, seed)
+        return replace(
+            record, method=MethodRef(method, "1", None, params, True), provenance=provenance
+        )
+
+    weights = "efficientnet_lite0: weights from file /w.pth (sha256 abc)"
+    records = [
+        with_("padim", {"weights": "random"}, {"backbone": "efficientnet_lite0"}),
+        with_("regad", {"weights": "pretrained"}, {"backbone": "x", "weights": weights}),
+        with_("riad", {}, {}),
+        with_("patchcore", {"weights": "pretrained"}, {"backbone": "b", "backbone_init": "random"}),
+        with_("patchcore", {"weights": "pretrained"}, {"backbone": "b"}, seed=1),
+    ]
+    lines = provenance_lines(records)
+    assert "  padim: backbone=efficientnet_lite0, random" in lines
+    assert f"  regad: backbone=x, pretrained; {weights}" in lines
+    assert "  riad: no pretrained backbone (trained from scratch)" in lines
+    assert "  patchcore: backbone=b, mixed: pretrained, random" in lines

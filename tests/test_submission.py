@@ -303,3 +303,23 @@ def test_records_outside_the_recorded_grid_are_refused(run_dir: Path, tmp_path: 
     (run_dir / "run.json").write_text(json.dumps(config))
     with pytest.raises(SubmissionError, match="outside the grid of shots \\[1\\]"):
         submit(run_dir, tmp_path / "subs")
+
+
+def test_command_from_run_carries_params_size_and_threads(run_dir: Path, tmp_path: Path) -> None:
+    import shlex
+
+    from fsad_bench.config import parse_params
+
+    config = json.loads((run_dir / "run.json").read_text())
+    params = {"weights": "random", "layers": [1, 2], "sigma": 2.5}
+    config["identity"].update(method_params={"patchcore": params}, image_size=128)
+    write_json_atomic(run_dir / "run.json", config)
+    edit_lines(run_dir / RECORDS, lambda rows: [{**r, "env": {"torch_threads": 1}} for r in rows])
+    folder = submit(run_dir, tmp_path / "subs", command="what the submitter typed")
+    manifest = load_submission(folder).manifest
+    assert manifest["command"] == "what the submitter typed"
+    words = shlex.split(manifest["command_from_run"])
+    assert words[:3] == ["OMP_NUM_THREADS=1", "fsad-bench", "run"]
+    assert words[words.index("--image-size") + 1] == "128"
+    given = [words[i + 1] for i, w in enumerate(words) if w == "--param"]
+    assert parse_params(given) == {"patchcore": params}
