@@ -1,7 +1,7 @@
 """PaDiM fit on K=8 support images at 256 px (the default protocol's size): time and memory.
 
 pytest benchmarks/bench_padim.py --benchmark-enable     (pytest-benchmark tables)
-python benchmarks/bench_padim.py [PRESET_OR_PARAMS]     (fit/predict time, peak RSS, model size)
+python benchmarks/bench_padim.py [PRESET_OR_PARAMS] [--threads N]  (fit/predict time, RSS, size)
 
 e.g. ``python benchmarks/bench_padim.py '{"covariance": "ledoit_wolf"}'``. Peak memory is the
 process's resident set sampled during fit (fsad_bench.timing.PeakMemory, as the runner records).
@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 import torch
+from cputime import bench_parser, parse_bench_args
 
 from fsad_bench.testing.data import tiny_normals
 from fsad_bench.timing import PeakMemory, rss_mb
@@ -73,9 +74,21 @@ def measure(params: dict[str, Any]) -> dict[str, float]:
 
 
 def main(argv: list[str]) -> int:
+    parser = bench_parser(__doc__, repeats=None)
+    parser.add_argument(
+        "params", nargs="?", default=None,
+        help=f"a preset ({', '.join(sorted(PaDiM.presets))}) or parameters as JSON",
+    )  # fmt: skip
+    args = parse_bench_args(parser, argv)
     params: dict[str, Any] = {}
-    if argv:
-        params = PaDiM.presets[argv[0]] if argv[0] in PaDiM.presets else json.loads(argv[0])
+    if args.params:
+        if args.params in PaDiM.presets:
+            params = dict(PaDiM.presets[args.params])
+        else:
+            try:
+                params = json.loads(args.params)
+            except json.JSONDecodeError:
+                parser.error(f"{args.params!r} is neither a preset nor JSON parameters")
     print(f"PaDiM {params or 'defaults'}: fit on K={K} at {SIZE} px, torch threads "
           f"{torch.get_num_threads()}")  # fmt: skip
     for name, value in measure(dict(params)).items():

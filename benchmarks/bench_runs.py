@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from cputime import bench_parser, parse_bench_args
 from PIL import Image
 
 from fsad_bench import feature_cache
@@ -85,6 +86,12 @@ def bench_memory() -> None:
                   f"{timing['predict_ms_per_image']:.0f} ms/image")  # fmt: skip
 
 
+def main(argv: list[str]) -> None:
+    parser = bench_parser(__doc__, repeats=None)
+    benches = {"cache": bench_cache, "memory": bench_memory}
+    parser.add_argument("what", nargs="?", default="cache", choices=sorted(benches))
+    benches[parse_bench_args(parser, argv).what]()
+
+
 if __name__ == "__main__":
-    what = sys.argv[1] if len(sys.argv) > 1 else "cache"
-    {"cache": bench_cache, "memory": bench_memory}[what]()
+    main(sys.argv[1:])
