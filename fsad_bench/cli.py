@@ -107,6 +107,12 @@ def run(
     typer.echo(
         f"records: {summary.out_dir / 'records.jsonl'}; report: {summary.out_dir / 'report.csv'}"
     )
+    if summary.skipped:
+        typer.echo(
+            f"note: {summary.skipped} of this run's {summary.skipped + summary.played} "
+            f"episodes were already in {summary.out_dir} from an earlier run and were not "
+            "rerun; pass a fresh --out to recompute them"
+        )
     if summary.failed:
         typer.echo(f"{len(summary.failed)} episode(s) failed; see records.jsonl", err=True)
         raise typer.Exit(1)

@@ -83,6 +83,10 @@ def test_run_and_report_with_patchcore(mvtec_root: Path, tmp_path: Path) -> None
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
     assert "image AUROC" in result.output and "alpha" in result.output
+    assert "were not rerun" not in result.output
+    again = runner.invoke(app, args)
+    assert again.exit_code == 0, again.output
+    assert "note: 6 of this run's 6 episodes were already in" in " ".join(again.output.split())
     report = runner.invoke(app, ["report", str(out)])
     assert report.exit_code == 0
     assert (out / "report.csv").read_text().startswith("method,category,k,metric,mean,std,n_seeds")
