@@ -81,7 +81,9 @@ def sidebar(frame: pd.DataFrame) -> dict:
 def show_ranking(view: pd.DataFrame, ks: list[str], metric: str) -> None:
     st.caption(
         "Category mean over the held-out categories, mean ± sample std over seeds. "
-        "Published rows are figures from papers; reproduced rows are fsad-bench runs."
+        "Published rows are figures from papers; reproduced rows are fsad-bench runs. "
+        "categories = held-out categories with results at this K / the protocol's categories: "
+        "a mean over fewer categories is not comparable with a full run's."
     )
     for k in ks:
         st.subheader(f"K = {k}" if str(k).isalnum() else "K = ?")
@@ -142,10 +144,22 @@ def show_speed(view: pd.DataFrame) -> None:
     st.caption("Prediction time per test image on the machine that made the run.")
 
 
+COMPARISON_NOTE = (
+    "A published figure is paired only with a reproduction under the same protocol (a "
+    "paper's own split is never paired with our leave-one-out runs). Left out: CI baselines "
+    "(`<method>.ci`, tiny test settings) and reproductions whose backbone init is random, "
+    "mixed or unknown (the papers use pretrained backbones, or none)."
+)
+
+
 def show_comparison(frame: pd.DataFrame) -> None:
     diff = tables.published_vs_reproduced(frame)
+    st.caption(COMPARISON_NOTE)
     if diff.empty:
-        st.info("No method has the same dataset and K both as published and as reproduced yet.")
+        st.info(
+            "No method has the same dataset, protocol and K both as published and as "
+            "reproduced yet."
+        )
         published = sorted(frame.loc[frame["kind"] == "published", "dataset"].unique())
         reproduced = sorted(frame.loc[frame["kind"] == "reproduced", "dataset"].unique())
         st.text(f"published datasets: {', '.join(published) or 'none'}\n"

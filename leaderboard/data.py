@@ -1,9 +1,12 @@
 """Load submissions, published tables and local runs into one long frame.
 
 One row per (entry, dataset, protocol, category, k, metric): ``entry`` is what the views
-show as a method (name plus "published"/"reproduced" and a random-init label), ``k`` is a
-string because published full-shot results have K = "all". Reproduced numbers come from
-``fsad_bench.report.aggregate`` over the records, so they equal ``fsad-bench report``.
+show as a method (name plus "published"/"reproduced" and a label when the backbone was not
+plainly pretrained), ``k`` is a string because published full-shot results have K = "all".
+Reproduced numbers come from ``fsad_bench.report.aggregate`` over the records, so they equal
+``fsad-bench report``. ``n_categories`` / ``of_categories`` say how many of the protocol's
+categories a reproduced entry has results for at that K (a mean over fewer is not the same
+number); both are NaN for published rows and ``of_categories`` is NaN when unknown.
 """
 
 from __future__ import annotations
@@ -20,10 +23,12 @@ from fsad_bench.report import aggregate, method_label
 from fsad_bench.results import latest_by_key, read_records
 from fsad_bench.submission import (
     MAX_FILE_BYTES,
+    RUN_CONFIG,
     Submission,
     backbone_init,
     find_submissions,
     load_submission,
+    read_json,
 )
 
 PUBLISHED_CSV = Path("reference") / "published.csv"
@@ -31,7 +36,8 @@ KIND_PUBLISHED = "published"
 KIND_REPRODUCED = "reproduced"
 COLUMNS = [
     "entry", "kind", "method", "plugin", "dataset", "protocol", "category", "k", "metric",
-    "mean", "std", "n_seeds", "backbone_init", "ms_per_image", "source", "origin",
+    "mean", "std", "n_seeds", "backbone_init", "ms_per_image", "n_categories", "of_categories",
+    "source", "origin",
 ]  # fmt: skip
 MAX_MAPS = 24
 
@@ -45,15 +51,52 @@ class Board:
     origins: dict[str, Path] = field(default_factory=dict)  # origin label -> folder
 
 
-def entry_label(method: str, kind: str, init: str | None = None) -> str:
-    extras = [kind]
+# backbone inits that need no warning in the method's name (None: published, as in the paper)
+PLAIN_INITS = (None, "pretrained", "none")
+
+
+def init_note(init: str | None) -> str | None:
+    """What the name must say about a backbone init other than pretrained / no backbone, so
+    that a random, mixed or unrecorded init never passes for a pretrained one."""
+    if init in PLAIN_INITS:
+        return None
     if init == "random":
-        extras.append("random-init backbone")
+        return "random-init backbone"
+    if str(init).startswith("mixed"):
+        return "mixed backbone init"
+    return "backbone init unknown"
+
+
+def entry_label(method: str, kind: str, init: str | None = None) -> str:
+    """``method (kind[, init note])``: the name every view shows."""
+    extras = [kind]
+    note = init_note(init)
+    if note:
+        extras.append(note)
     return f"{method} ({', '.join(extras)})"
 
 
-def reproduced_rows(records: Sequence[EpisodeRecord], origin: str, source: str) -> pd.DataFrame:
-    """Aggregate one method's records (report.aggregate) and attach labels and timing."""
+def category_coverage(
+    records: Sequence[EpisodeRecord], categories: Sequence[str] | None
+) -> tuple[pd.Series, float]:
+    """Per K, how many of the protocol's categories have results (their 'mean' row averages
+    only those), and how many the protocol has (NaN when not known)."""
+    expected = set(categories) if categories else None
+    per_k: dict[int, set[str]] = {}
+    for record in records:
+        per_k.setdefault(record.k, set()).add(record.category)
+    counts = {k: len((found & expected) if expected else found) for k, found in per_k.items()}
+    return pd.Series(counts, dtype=float), float(len(expected)) if expected else float("nan")
+
+
+def reproduced_rows(
+    records: Sequence[EpisodeRecord],
+    origin: str,
+    source: str,
+    categories: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Aggregate one method's records (report.aggregate) and attach labels, timing and how
+    many of the protocol's ``categories`` (None: unknown) each K covers."""
     ok = [r for r in latest_by_key(records).values() if r.status == STATUS_OK]
     if not ok:
         return pd.DataFrame(columns=COLUMNS)
@@ -68,6 +111,9 @@ def reproduced_rows(records: Sequence[EpisodeRecord], origin: str, source: str) 
         timing["ms"] = pd.to_numeric(timing["ms"], errors="coerce")
         ms = timing.groupby("k")["ms"].mean()
         long["ms_per_image"] = long["k"].map(ms)
+        covered, of = category_coverage(mine, categories)
+        long["n_categories"] = long["k"].map(covered)
+        long["of_categories"] = of
         long["k"] = long["k"].astype(str)
         long["entry"] = entry_label(label, KIND_REPRODUCED, init)
         long["kind"] = KIND_REPRODUCED
@@ -82,10 +128,12 @@ def reproduced_rows(records: Sequence[EpisodeRecord], origin: str, source: str) 
 
 
 def submission_rows(submission: Submission) -> pd.DataFrame:
+    """A submission's rows; coverage is counted against its manifest's protocol categories."""
     manifest = submission.manifest
     source = f"submission {submission.label}/{submission.submission_id}: {manifest['command']}"
+    categories = [str(c) for c in manifest["protocol"]["categories"]]
     return reproduced_rows(
-        submission.records, f"{submission.label}/{submission.submission_id}", source
+        submission.records, f"{submission.label}/{submission.submission_id}", source, categories
     )
 
 
@@ -99,16 +147,30 @@ def load_published(root: Path) -> pd.DataFrame:
     frame["entry"] = [entry_label(m, KIND_PUBLISHED) for m in frame["method"]]
     frame["backbone_init"] = "as published"
     frame["ms_per_image"] = float("nan")
+    frame["n_categories"] = frame["of_categories"] = float("nan")
     frame["origin"] = "published tables"
     frame["n_seeds"] = pd.to_numeric(frame["n_seeds"], errors="coerce")
     return frame[COLUMNS]
+
+
+def run_categories(run_dir: Path) -> list[str] | None:
+    """The protocol categories a run's run.json lists; None when it cannot say (a local run
+    may be partial: killed, --categories, failed episodes)."""
+    try:
+        categories = read_json(Path(run_dir), RUN_CONFIG)["protocol"]["categories"]
+    except (FsadError, OSError, KeyError, TypeError):
+        return None
+    if not isinstance(categories, list) or not categories:
+        return None
+    return [str(c) for c in categories]
 
 
 def load_run(run_dir: Path) -> pd.DataFrame:
     """A local run directory, shown beside submissions but marked as not validated."""
     records = read_records(run_dir)
     origin = f"local run {Path(run_dir).name}"
-    return reproduced_rows(records, origin, f"local run {run_dir} (not a validated submission)")
+    source = f"local run {run_dir} (not a validated submission)"
+    return reproduced_rows(records, origin, source, run_categories(run_dir))
 
 
 def _disambiguate(frame: pd.DataFrame) -> pd.DataFrame:

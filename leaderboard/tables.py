@@ -12,6 +12,9 @@ import pandas as pd
 
 NA = "n/a"
 BEST = "★ "
+CI_SUFFIX = ".ci"
+# backbone inits whose reproductions may stand beside a paper's figure (see comparable())
+COMPARABLE_INITS = ("pretrained", "none")
 METRIC_LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO@0.3"}
 
 
@@ -63,6 +66,8 @@ def ranking(frame: pd.DataFrame, k: str, metric: str) -> pd.DataFrame:
     table = pd.DataFrame(index=entries.index)
     table["kind"] = entries["kind"]
     table["backbone_init"] = entries["backbone_init"]
+    table["n_categories"] = entries["n_categories"]
+    table["of_categories"] = entries["of_categories"]
     for column in ("mean", "std", "n_seeds", "ms_per_image"):
         table[column] = pd.to_numeric(rows[column], errors="coerce").reindex(table.index)
     table["source"] = entries["source"]
@@ -71,13 +76,24 @@ def ranking(frame: pd.DataFrame, k: str, metric: str) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
+def coverage(kind: str, covered: float, of: float) -> str:
+    """'covered/of' categories, so a mean over a subset is not read as a full run's."""
+    if kind == "published":
+        return "as published"
+    if pd.isna(covered):
+        return NA
+    return f"{int(covered)}/{'?' if pd.isna(of) else int(of)}"
+
+
 def ranking_display(table: pd.DataFrame) -> pd.DataFrame:
+    covered = zip(table["kind"], table["n_categories"], table["of_categories"], strict=True)
     return pd.DataFrame(
         {
             "rank": [NA if pd.isna(r) else str(r) for r in table["rank"]],
             "method": table["entry"],
             "kind": table["kind"],
             "backbone": table["backbone_init"],
+            "categories": [coverage(*c) for c in covered],
             "mean ± std": [cell(m, s) for m, s in zip(table["mean"], table["std"], strict=True)],
             "seeds": [NA if pd.isna(n) else str(int(n)) for n in table["n_seeds"]],
             "ms / image": [cell(v, digits=1) for v in table["ms_per_image"]],
@@ -146,24 +162,38 @@ def speed_accuracy(frame: pd.DataFrame, metric: str = "image_auroc") -> pd.DataF
     return part[["entry", "k", "ms_per_image", "mean"]].reset_index(drop=True)
 
 
+def comparable(reproduced: pd.DataFrame) -> pd.DataFrame:
+    """Reproductions that may stand beside a paper's figure: not a CI baseline (tiny preset,
+    its numbers say nothing of the method) and a backbone pretrained or absent, as in the
+    papers (random, mixed or unrecorded init is left out)."""
+    ci = reproduced["method"].astype(str).str.endswith(CI_SUFFIX)
+    init = reproduced["backbone_init"].isin(COMPARABLE_INITS)
+    return reproduced[~ci & init]
+
+
+def with_protocol(frame: pd.DataFrame) -> pd.DataFrame:
+    """Rows that name their protocol: pandas joins a missing key to a missing key, which
+    would pair figures whose protocols nobody knows."""
+    protocol = frame["protocol"]
+    return frame[protocol.notna() & (protocol.astype(str).str.strip() != "")]
+
+
 def published_vs_reproduced(frame: pd.DataFrame) -> pd.DataFrame:
-    """Same plugin, dataset, K, category and metric in both: published, reproduced, diff."""
-    keys = ["plugin", "dataset", "k", "category", "metric"]
-    published = frame[(frame["kind"] == "published") & (frame["plugin"] != "")]
-    reproduced = frame[frame["kind"] == "reproduced"]
+    """Same plugin, dataset, protocol, K, category and metric in both: published,
+    reproduced, diff. A paper's own split is not our protocol, so it is never paired."""
+    keys = ["plugin", "dataset", "protocol", "k", "category", "metric"]
+    published = with_protocol(frame[(frame["kind"] == "published") & (frame["plugin"] != "")])
+    reproduced = with_protocol(comparable(frame[frame["kind"] == "reproduced"]))
     merged = published[[*keys, "entry", "mean", "source"]].merge(
         reproduced[[*keys, "entry", "mean"]], on=keys, suffixes=("_published", "_reproduced")
     )
     merged = merged.dropna(subset=["mean_published", "mean_reproduced"], how="all")
     merged["difference"] = merged["mean_reproduced"] - merged["mean_published"]
     columns = [
-        "plugin", "dataset", "k", "category", "metric", "entry_published", "mean_published",
-        "entry_reproduced", "mean_reproduced", "difference", "source",
+        "plugin", "dataset", "protocol", "k", "category", "metric", "entry_published",
+        "mean_published", "entry_reproduced", "mean_reproduced", "difference", "source",
     ]  # fmt: skip
     return merged[columns].reset_index(drop=True)
-
-
-CI_SUFFIX = ".ci"
 
 
 def default_entries(part: pd.DataFrame) -> list[str]:

@@ -12,12 +12,13 @@ import subprocess
 import sys
 import time
 import urllib.request
+from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_submission import make_run
+from test_submission import edit_lines, make_run
 
 from fsad_bench.records import MethodRef
 from fsad_bench.report import aggregate
@@ -120,11 +121,117 @@ def test_published_vs_reproduced_difference() -> None:
     reproduced = published[published["method"] == "PatchCore (few-shot)"].copy()
     reproduced = reproduced[reproduced["dataset"] == "mvtec_ad"]
     reproduced["kind"], reproduced["entry"] = "reproduced", "patchcore (reproduced)"
+    reproduced["backbone_init"] = "pretrained"
     reproduced["mean"] = reproduced["mean"] + 0.01
     diff = tables.published_vs_reproduced(pd.concat([published, reproduced]))
     assert set(diff["entry_published"]) == {"PatchCore (few-shot) (published)"}
     assert set(diff["k"]) == {"2", "4", "8"}
     assert diff["difference"].to_numpy() == pytest.approx(0.01)
+
+
+def fake_reproduced(
+    method: str, protocol: str | None, ks: list[str], init: str = "pretrained"
+) -> pd.DataFrame:
+    """Reproduced PaDiM-plugin rows on mvtec_ad (bottle and the mean) at each K, image AUROC."""
+    rows = [
+        {"entry": data.entry_label(method, "reproduced", init), "kind": "reproduced",
+         "method": method, "plugin": "padim", "dataset": "mvtec_ad", "protocol": protocol,
+         "category": category, "k": k, "metric": "image_auroc", "mean": 0.5, "std": 0.0,
+         "n_seeds": 5, "backbone_init": init, "ms_per_image": 1.0, "n_categories": 15.0,
+         "of_categories": 15.0, "source": "test", "origin": f"test {method} {init}"}
+        for k in ks
+        for category in ("bottle", "mean")
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=data.COLUMNS)
+
+
+def test_published_vs_reproduced_pairs_only_the_same_protocol_and_real_runs() -> None:
+    published = data.load_published(SUBMISSIONS)
+    padim = published[published["plugin"] == "padim"]
+    # the thesis's PaDiM is leave-one-out at K = 1; the PaDiM paper's K = 2 is its own split
+    assert set(padim.loc[padim["k"] == "1", "protocol"]) == {"mvtec_ad_loo"}
+    assert set(padim.loc[padim["k"] == "2", "protocol"]) == {"paper's own split"}
+    unnamed = published[(published["plugin"] == "padim") & (published["k"] == "1")].copy()
+    unnamed["protocol"], unnamed["k"] = float("nan"), "3"  # a published row of no protocol
+    frame = pd.concat(
+        [
+            published,
+            unnamed,
+            fake_reproduced("padim", "mvtec_ad_loo", ["1", "2"]),
+            fake_reproduced("padim", float("nan"), ["3"]),
+            fake_reproduced("padim.ci", "mvtec_ad_loo", ["1"]),
+            fake_reproduced("padim", "mvtec_ad_loo", ["1"], init="random"),
+            fake_reproduced("padim", "mvtec_ad_loo", ["1"], init="mixed: pretrained, random"),
+        ],
+        ignore_index=True,
+    )
+    diff = tables.published_vs_reproduced(frame)
+    assert set(diff["entry_reproduced"]) == {"padim (reproduced)"}
+    assert set(diff["protocol"]) == {"mvtec_ad_loo"} and set(diff["k"]) == {"1"}
+    assert set(diff["entry_published"]) == {"PaDiM (published)"}
+    assert set(diff["category"]) == {"bottle", "mean"} and len(diff) == 2
+
+
+def test_entry_label_names_every_init_that_is_not_plainly_pretrained(tmp_path: Path) -> None:
+    assert data.entry_label("m", "reproduced", "pretrained") == "m (reproduced)"
+    assert data.entry_label("m", "reproduced", "none") == "m (reproduced)"
+    assert data.entry_label("m", "reproduced", "random") == "m (reproduced, random-init backbone)"
+    assert data.entry_label("m", "reproduced", "unknown") == "m (reproduced, backbone init unknown)"
+    assert data.entry_label("m", "reproduced", "imagenet?") == (
+        "m (reproduced, backbone init unknown)"
+    )
+    # through the loader: no weights param and no recorded init -> "unknown"
+    method = MethodRef("patchcore", "1.0", None, {}, True)
+    unknown = data.load_run(make_run(tmp_path / "unknown", method=method))
+    assert set(unknown["backbone_init"]) == {"unknown"}
+    assert set(unknown["entry"]) == {"patchcore (reproduced, backbone init unknown)"}
+    # half the episodes recorded with a random-init backbone -> "mixed: pretrained, random"
+    run = make_run(tmp_path / "mixed", provenance={"backbone_init": "pretrained"})
+
+    def randomise_pill(rows: list[dict]) -> list[dict]:
+        for row in rows:
+            if row["category"] == "pill":
+                row["provenance"]["backbone_init"] = "random"
+        return rows
+
+    edit_lines(run / "records.jsonl", randomise_pill)
+    mixed = data.load_run(run)
+    assert set(mixed["backbone_init"]) == {"mixed: pretrained, random"}
+    assert set(mixed["entry"]) == {"patchcore (reproduced, mixed backbone init)"}
+
+
+def categories_shown(frame: pd.DataFrame, k: str) -> dict[str, str]:
+    """Method -> the ranking's 'categories' cell at K."""
+    table = tables.ranking_display(tables.ranking(frame, k, "image_auroc"))
+    return dict(zip(table["method"], table["categories"], strict=True))
+
+
+def test_ranking_shows_how_many_categories_each_entry_covers(tmp_path: Path) -> None:
+    subs = tmp_path / "subs"
+    shutil.copytree(SUBMISSIONS / "reference", subs / "reference")
+    full = load_submission(submit(make_run(tmp_path / "run"), subs))
+    assert full.manifest["protocol"]["categories"] == ["brick", "pill"]
+    brick_only = replace(full, records=tuple(r for r in full.records if r.category == "brick"))
+    for k in ("1", "4"):
+        assert categories_shown(data.submission_rows(full), k) == {"patchcore (reproduced)": "2/2"}
+        subset = data.submission_rows(brick_only)
+        assert categories_shown(subset, k) == {"patchcore (reproduced)": "1/2"}
+    # a local run (counted against its run.json) that lost pill at K = 4
+    partial = make_run(tmp_path / "partial")
+
+    def drop_pill_at_4(rows: list[dict]) -> list[dict]:
+        return [r for r in rows if r["k"] == 1 or r["category"] == "brick"]
+
+    edit_lines(partial / "records.jsonl", drop_pill_at_4)
+    board = data.load_board(subs, [partial])
+    local = tables.select(board.frame, entries=[e for e in board.frame["entry"] if "local" in e])
+    assert list(categories_shown(local, "1").values()) == ["2/2"]
+    assert list(categories_shown(local, "4").values()) == ["1/2"]
+    (partial / "run.json").unlink()
+    assert list(categories_shown(data.load_run(partial), "4").values()) == ["1/?"]
+    # a published figure covers what the paper covers
+    published = categories_shown(data.load_published(SUBMISSIONS), "1")
+    assert set(published.values()) == {"as published"}
 
 
 def test_k_curve_is_numeric_and_leaves_out_full_shot() -> None:
@@ -165,6 +272,9 @@ def test_app_ranking_shows_the_submission_numbers(monkeypatch: pytest.MonkeyPatc
         row = frame[frame["method"] == "patchcore (reproduced)"].iloc[0]
         assert row["mean ± std"] == expected_cell(folder, k)
         assert row["kind"] == "reproduced" and row["backbone"] == "pretrained"
+        n = len(load_submission(folder).manifest["protocol"]["categories"])
+        assert row["categories"] == f"{n}/{n}"
+    assert any(".ci" in c.value and "random" in c.value for c in at.tabs[4].caption)
     assert at.get("download_button")
     assert any("No maps saved for this run" in i.value for i in at.tabs[5].info)
 
