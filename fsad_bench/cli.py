@@ -159,10 +159,11 @@ def check_plugin(name: str) -> None:
     except FsadError as exc:
         _fail(exc)
     for result in results:
-        mark = "PASS" if result.passed else "FAIL"
+        mark = result.status.upper()  # PASS, FAIL or SKIP
         typer.echo(f"{mark} {result.check}" + (f": {result.message}" if result.message else ""))
-    failed = sum(not r.passed for r in results)
-    typer.echo(f"{len(results) - failed} passed, {failed} failed")
+    failed = sum(r.status == "fail" for r in results)
+    skipped = sum(r.status == "skip" for r in results)
+    typer.echo(f"{len(results) - failed - skipped} passed, {failed} failed, {skipped} skipped")
     if failed:
         raise typer.Exit(1)
 

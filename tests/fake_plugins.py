@@ -155,6 +155,99 @@ class ScoresOnly(MeanDistance):
         return Prediction(super().predict(images).scores, None)
 
 
+# Fakes for the conformance suite's own tests (tests/test_conformance.py registers them one
+# at a time; they are not in FAKES).
+
+
+class Jitters(MeanDistance):
+    """Declares deterministic=False and means it: every predict shifts the scores a little."""
+
+    info: ClassVar[MethodInfo] = MethodInfo("jitters", "0", True, False, deterministic=False)
+    ticks: ClassVar[list[int]] = [0]
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        pred = super().predict(images)
+        Jitters.ticks[0] += 1
+        return Prediction(pred.scores + 1e-3 * Jitters.ticks[0], pred.maps)
+
+
+class Accumulates(MeanDistance):
+    """Leaks state between episodes: the mean is over every support it was ever fitted on."""
+
+    info: ClassVar[MethodInfo] = MethodInfo("accumulates", "0", True, False)
+
+    def fit(self, support: torch.Tensor) -> None:
+        self.seen = [*getattr(self, "seen", []), support]
+        self.mean = torch.cat(self.seen).mean(dim=0)
+
+
+class AccumulatesLoose(Accumulates):
+    """The same leak in a plugin that declares deterministic=False (but is reproducible)."""
+
+    info: ClassVar[MethodInfo] = MethodInfo(
+        "accumulatesloose", "0", True, False, deterministic=False
+    )
+
+
+class NoisyMaps(MeanDistance):
+    """Claims determinism; its scores are reproducible but its maps drift at every call."""
+
+    info: ClassVar[MethodInfo] = MethodInfo("noisymaps", "0", True, False)
+    ticks: ClassVar[list[int]] = [0]
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        pred = super().predict(images)
+        NoisyMaps.ticks[0] += 1
+        return Prediction(pred.scores, pred.maps + 1e-3 * NoisyMaps.ticks[0])
+
+
+class NumpyScores(MeanDistance):
+    """Returns numpy arrays instead of tensors."""
+
+    info: ClassVar[MethodInfo] = MethodInfo("numpyscores", "0", True, False)
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        pred = super().predict(images)
+        return Prediction(pred.scores.numpy(), pred.maps)
+
+
+class BatchCentred(MeanDistance):
+    """Uses test-batch statistics: scores are centred on the batch mean."""
+
+    info: ClassVar[MethodInfo] = MethodInfo("batchcentred", "0", True, False)
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        pred = super().predict(images)
+        return Prediction(pred.scores - pred.scores.mean(), pred.maps)
+
+
+class NanAtOneShot(MeanDistance):
+    """Divides by the support's standard deviation, which is NaN for a single image."""
+
+    info: ClassVar[MethodInfo] = MethodInfo("nanatoneshot", "0", True, False, min_k=1)
+
+    def fit(self, support: torch.Tensor) -> None:
+        super().fit(support)
+        # the sample variance, written out: 0/0 = NaN for one image
+        self.std = (((support - self.mean) ** 2).sum(dim=0) / (len(support) - 1)).sqrt()
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        if not hasattr(self, "mean"):
+            raise NotFittedError("fit first")
+        maps = ((images - self.mean).abs() / (self.std + 1e-3)).mean(dim=1)
+        return Prediction(maps.flatten(1).max(dim=1).values, maps)
+
+
+class Unguarded(MeanDistance):
+    """predict before fit fails with an AttributeError instead of NotFittedError."""
+
+    info: ClassVar[MethodInfo] = MethodInfo("unguarded", "0", True, False)
+
+    def predict(self, images: torch.Tensor) -> Prediction:
+        maps = (images - self.mean).abs().mean(dim=1)
+        return Prediction(maps.flatten(1).max(dim=1).values, maps)
+
+
 FAKES = {
     cls.info.name: f"fake_plugins:{cls.__name__}"
     for cls in (

@@ -1,5 +1,23 @@
 """Public testing helpers: the plugin conformance suite and tiny synthetic data."""
 
-from fsad_bench.testing.conformance import CHECKS, conformance_cases, run_check, run_checks
+from fsad_bench.testing.conformance import (
+    CHECKS,
+    CheckFailed,
+    CheckResult,
+    CheckSkipped,
+    conformance_cases,
+    run_check,
+    run_check_result,
+    run_checks,
+)
 
-__all__ = ["CHECKS", "conformance_cases", "run_check", "run_checks"]
+__all__ = [
+    "CHECKS",
+    "CheckFailed",
+    "CheckResult",
+    "CheckSkipped",
+    "conformance_cases",
+    "run_check",
+    "run_check_result",
+    "run_checks",
+]
