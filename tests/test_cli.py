@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from fsad_bench.cli import app
@@ -39,27 +40,23 @@ def test_unknown_method_lists_known_ones(mvtec_root: Path, tmp_path: Path) -> No
     assert "unknown method 'nosuch'" in result.output and "patchcore" in result.output
 
 
-def test_param_for_a_method_not_in_the_run_stops_before_any_episode(
-    mvtec_root: Path, tmp_path: Path
+@pytest.mark.parametrize(
+    ("param", "needles"),
+    [
+        ("patchcroe.sigma=2", ["patchcroe", "METHOD.KEY=VALUE"]),  # a method not in the run
+        ("patchcore.sigmaa=2", ["['sigmaa']", "valid parameters are ['backbone'"]),  # a typo
+    ],
+)
+def test_bad_param_stops_before_any_episode(
+    mvtec_root: Path, tmp_path: Path, param: str, needles: list[str]
 ) -> None:
     out = tmp_path / "r"
     result = runner.invoke(app, ["run", "--data-root", str(mvtec_root), "--layout", "mvtec",
-                                 "--method", "patchcore", "--param", "patchcroe.sigma=2",
+                                 "--method", "patchcore", "--param", param,
                                  "--out", str(out)])  # fmt: skip
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.output
-    assert "patchcroe" in lines[0] and "METHOD.KEY=VALUE" in lines[0]
-    assert not (out / "records.jsonl").exists()
-
-
-def test_unknown_parameter_stops_before_any_episode(mvtec_root: Path, tmp_path: Path) -> None:
-    out = tmp_path / "r"
-    result = runner.invoke(app, ["run", "--data-root", str(mvtec_root), "--layout", "mvtec",
-                                 "--method", "patchcore", "--param", "patchcore.sigmaa=2",
-                                 "--out", str(out)])  # fmt: skip
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert result.exit_code == 2 and len(lines) == 1, result.output
-    assert "['sigmaa']" in lines[0] and "sigma" in lines[0].split("valid parameters")[1]
+    assert all(needle in lines[0] for needle in needles), lines[0]
     assert not (out / "records.jsonl").exists()
 
 
