@@ -108,3 +108,9 @@ def test_config_file_and_cli_build_the_same_run(mvtec_root: Path, tmp_path: Path
                                  "seeds": "0,1", "params": ["patchcore.coreset_ratio=0.5"],
                                  "out": str(tmp_path / "o")})  # fmt: skip
     assert from_file == from_cli
+
+
+def test_python_dash_m_runs_the_command_line() -> None:
+    out = subprocess.run([sys.executable, "-m", "fsad_bench", "list"], capture_output=True,
+                         text=True, check=True)  # fmt: skip
+    assert "patchcore" in out.stdout and "synthetic_loo" in out.stdout
