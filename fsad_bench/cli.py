@@ -141,12 +141,14 @@ def list_all() -> None:
         methods = list_methods()
     except FsadError as exc:
         _fail(exc)
+    protocols = list_protocol_files()
+    width = max(len(n) for n in [*methods, *(p.stem for p in protocols), ""]) + 1
     typer.echo("methods:")
     for name, target in methods.items():
-        typer.echo(f"  {name:<12} {target}")
+        typer.echo(f"  {name:<{width}} {target}")
     typer.echo("protocols:")
-    for path in list_protocol_files():
-        typer.echo(f"  {path.stem:<16} {path}")
+    for path in protocols:
+        typer.echo(f"  {path.stem:<{width}} {path}")
 
 
 @app.command("check-plugin")
