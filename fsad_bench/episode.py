@@ -235,10 +235,11 @@ def play(task: EpisodeTask) -> EpisodeOutcome:
         seed = derive_seed(episode.key, resolved.name)
         with PeakMemory(task.device) as memory:
             if info.needs_meta_train:
-                seed_everything(seed)
+                meta_seed = derive_seed(episode.meta_train_key, resolved.name, "meta_fit")
+                seed_everything(meta_seed)
                 data_hash = meta_data_hash(task)
                 key = meta_key(ref.name, ref.version, ref.params, episode.category,
-                               episode.seed, data_hash, compute_label(task.device))  # fmt: skip
+                               meta_seed, data_hash, compute_label(task.device))  # fmt: skip
                 cache = Path(task.cache_dir) if task.cache_dir else None
                 with Stopwatch() as clock:
                     cache_hit = meta_fit_cached(

@@ -1,5 +1,9 @@
 """Cache of meta-trained weights keyed by (method, version, params, held-out, seed, data).
 
+The seed is the meta-training seed, which depends on the category and episode seed but
+not on K (records.Episode.meta_train_key), so the weights are the same whichever K of a
+sweep trains first.
+
 A sweep over K then meta-trains once per held-out category and seed. A file lock makes a
 second worker wait for the first instead of training the same network twice.
 """

@@ -35,6 +35,12 @@ class Episode:
     def key(self) -> str:
         return f"{self.protocol}@{self.protocol_version}/{self.category}/k{self.k}/seed{self.seed}"
 
+    @property
+    def meta_train_key(self) -> str:
+        """The key without K: meta-training sees no support images, and its weights are
+        shared by every K of a category and seed, so its seed must not depend on K."""
+        return f"{self.protocol}@{self.protocol_version}/{self.category}/seed{self.seed}"
+
 
 @dataclass(frozen=True)
 class Prediction:
@@ -83,6 +89,12 @@ class EpisodeRecord:
     @property
     def episode_key(self) -> str:
         return f"{self.protocol}@{self.protocol_version}/{self.category}/k{self.k}/seed{self.seed}"
+
+    @property
+    def meta_train_key(self) -> str:
+        """The key without K: meta-training sees no support images, and its weights are
+        shared by every K of a category and seed, so its seed must not depend on K."""
+        return f"{self.protocol}@{self.protocol_version}/{self.category}/seed{self.seed}"
 
     @property
     def result_key(self) -> str:

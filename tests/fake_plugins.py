@@ -48,9 +48,11 @@ class MetaSpy(MeanDistance):
     info: ClassVar[MethodInfo] = MethodInfo("metaspy", "0", True, True)
     defaults: ClassVar[dict[str, Any]] = {}
     seen: ClassVar[list[tuple[str, int, tuple[str, ...]]]] = []
+    draws: ClassVar[list[float]] = []  # one draw of the runner-seeded RNG per meta_fit
 
     def meta_fit(self, tasks: MetaTrainSet) -> None:
         MetaSpy.seen.append((tasks.held_out, tasks.seed, tuple(sorted(tasks.images))))
+        MetaSpy.draws.append(torch.rand(()).item())
         self.prior = torch.stack([v.mean() for v in tasks.images.values()]).mean()
 
     def meta_state_dict(self) -> dict[str, torch.Tensor]:

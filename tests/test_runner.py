@@ -131,6 +131,25 @@ def test_meta_fit_never_sees_the_held_out_category(mvtec_root: Path, tmp_path: P
     assert sum(r.provenance["meta_fit_cache_hit"] for r in records) == 6
 
 
+def test_meta_training_does_not_depend_on_which_k_trains_first(
+    mvtec_root: Path, tmp_path: Path
+) -> None:
+    """K=2 alone, or K=2 reusing the weights K=1 trained: the same meta-training."""
+    from fake_plugins import MetaSpy
+
+    options = {"methods": "metaspy", "seeds": "0", "categories": "alpha"}
+    MetaSpy.draws.clear()
+    run(config(mvtec_root, tmp_path / "k2", shots="2", **options), log=lambda _: None)
+    run(config(mvtec_root, tmp_path / "k12", shots="1,2", **options), log=lambda _: None)
+    assert len(MetaSpy.draws) == 2  # once per run: K=2 of the second reuses K=1's weights
+    assert MetaSpy.draws[0] == MetaSpy.draws[1]
+    alone, reused = (
+        [r for r in read_records(tmp_path / name) if r.k == 2] for name in ("k2", "k12")
+    )
+    assert reused[0].provenance["meta_fit_cache_hit"] is True
+    assert alone[0].metrics == reused[0].metrics
+
+
 def test_records_say_their_threads_and_other_threads_retrain(
     mvtec_root: Path, tmp_path: Path
 ) -> None:
