@@ -64,6 +64,13 @@ def test_aggregate_features_shapes_and_local_average() -> None:
     assert aggregate_features([fine, coarse], embed_dim=5).shape == (2, 5, 8, 8)
 
 
+def test_channel_pooling_weights_every_layer_equally() -> None:
+    """A 2-channel layer of zeros and an 8-channel layer of ones pool to half zeros, half ones."""
+    narrow, wide = torch.zeros(1, 2, 4, 4), torch.ones(1, 8, 4, 4)
+    out = aggregate_features([narrow, wide], embed_dim=2)
+    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor([0.0, 1.0]))
+
+
 class PixelFeatures(nn.Module):
     """A stand-in backbone: stride-4 average features of the image itself."""
 

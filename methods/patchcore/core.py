@@ -19,8 +19,20 @@ from torch import Tensor, nn
 from fsad_methods.common.maps import upsample_and_smooth
 
 
+def _pool_channels(feature: Tensor, width: int) -> Tensor:
+    n, c, h, w = feature.shape
+    flat = F.adaptive_avg_pool1d(feature.permute(0, 2, 3, 1).reshape(-1, 1, c), width)
+    return flat.reshape(n, h, w, width).permute(0, 3, 1, 2)
+
+
 def aggregate_features(features: Sequence[Tensor], embed_dim: int | None = None) -> Tensor:
-    """3x3 local average per layer, upsampled to the finest layer and concatenated."""
+    """3x3 local average per layer, upsampled to the finest layer and concatenated.
+
+    With ``embed_dim`` each layer is first pooled to ``embed_dim`` channels and the
+    concatenation then to ``embed_dim``, as the PatchCore paper does, so every layer has
+    the same weight however many channels it has (pooling the raw concatenation would
+    weight WideResNet-50's 1024-channel layer 3 twice as much as its layer 2).
+    """
     target = features[0].shape[-2:]
     pooled = []
     for feature in features:
@@ -28,13 +40,9 @@ def aggregate_features(features: Sequence[Tensor], embed_dim: int | None = None)
         if feature.shape[-2:] != target:
             feature = F.interpolate(feature, size=target, mode="bilinear", align_corners=False)
         pooled.append(feature)
-    embedding = torch.cat(pooled, dim=1)
-    if embed_dim is not None and embed_dim < embedding.shape[1]:
-        n, c, h, w = embedding.shape
-        flat = embedding.permute(0, 2, 3, 1).reshape(-1, 1, c)
-        flat = F.adaptive_avg_pool1d(flat, embed_dim)
-        embedding = flat.reshape(n, h, w, embed_dim).permute(0, 3, 1, 2)
-    return embedding
+    if embed_dim is None:
+        return torch.cat(pooled, dim=1)
+    return _pool_channels(torch.cat([_pool_channels(f, embed_dim) for f in pooled], 1), embed_dim)
 
 
 # Rows per block of the coreset distance update: a 4 MiB block of differences stays in cache
