@@ -22,6 +22,7 @@ from fsad_bench.errors import FsadError
 from fsad_bench.records import EpisodeRecord
 
 RECORDS = "records.jsonl"
+RUN_CONFIG = "run.json"  # the run's identity (what a resume must match), protocol and env
 SCORES_DIR = "scores"
 _PACKAGES = (
     "fsad-bench", "torch", "torchvision", "timm", "kornia", "faiss-cpu", "faiss-gpu",

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fsad_bench.datasets import get_layout
-from fsad_bench.datasets.base import Category
+from fsad_bench.datasets.base import Category, listing_fingerprint
 from fsad_bench.errors import DatasetError, FsadError, PluginError, ProtocolError
 from fsad_bench.executors import Limits, execute
 from fsad_bench.method import unknown_params_problem
@@ -35,14 +35,13 @@ from fsad_bench.protocol import (
 from fsad_bench.records import STATUS_OK, Episode, EpisodeRecord
 from fsad_bench.registry import resolve
 from fsad_bench.results import (
+    RUN_CONFIG,
     RecordWriter,
     environment,
     read_records,
     write_bytes_atomic,
     write_json_atomic,
 )
-
-RUN_CONFIG = "run.json"
 
 
 @dataclass(frozen=True)
@@ -85,6 +84,7 @@ class RunSummary:
     played: int
     skipped: int
     failed: list[EpisodeRecord]
+    failed_earlier: int = 0  # skipped episodes whose record is a failure (--retry-failed)
 
 
 def load_categories(protocol: Protocol) -> dict[str, Category]:
@@ -118,18 +118,48 @@ def plan_supports(
     return supports
 
 
-def _check_resume(config: RunConfig) -> None:
+def resolved_methods(config: RunConfig) -> dict[str, dict[str, Any]]:
+    """Each method's version and full parameters (defaults, preset, --param): what its
+    records will say, so that a resumed run after a plugin upgrade is caught up front."""
+    resolved = {}
+    for spec in config.methods:
+        method = resolve(spec, config.method_params.get(spec))
+        params = {**getattr(method.cls, "defaults", {}), **method.params}
+        resolved[spec] = {"version": method.cls.info.version, "params": params}
+    return json.loads(json.dumps(resolved, default=str))
+
+
+def _identity(config: RunConfig, data: str) -> dict[str, Any]:
+    return {**config.identity(), "data": data, "methods": resolved_methods(config)}
+
+
+def _check_resume(config: RunConfig, data: str) -> None:
     path = config.out_dir / RUN_CONFIG
     if not path.exists():
         return
     previous = json.loads(path.read_text(encoding="utf-8")).get("identity", {})
-    current = json.loads(json.dumps(config.identity()))
+    current = json.loads(json.dumps(_identity(config, data)))
     for name, params in current["method_params"].items():
         old = previous.get("method_params", {}).get(name)
         if old is not None and old != params:
             raise FsadError(
                 f"{path}: {name} ran here with params {old}, now {params}; use a new --out"
             )
+    for name, now in current["methods"].items():
+        old = previous.get("methods", {}).get(name)
+        if old is not None and old != now:
+            changed = "version" if old["version"] != now["version"] else "parameters"
+            raise FsadError(
+                f"{path}: {name} ran here as version {old['version']} with {old['params']}; "
+                f"the installed plugin's {changed} differ ({now['version']}, {now['params']}), "
+                "so its records would not compare; use a new --out"
+            )
+    if previous.get("data") not in (None, data):
+        raise FsadError(
+            f"{path}: this run directory was played on other data (file listing "
+            f"{previous['data']}, now {data} under {config.protocol.data_root}); point "
+            "--data-root at the same copy or use a new --out"
+        )
     for key in ("protocol", "protocol_hash", "image_size"):
         if previous.get(key) != current[key]:
             raise FsadError(
@@ -138,12 +168,13 @@ def _check_resume(config: RunConfig) -> None:
             )
 
 
-def _write_run_config(config: RunConfig, env: dict[str, Any]) -> None:
+def _write_run_config(config: RunConfig, env: dict[str, Any], data: str) -> None:
     path = config.out_dir / RUN_CONFIG
     previous = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    merged = previous.get("identity", {}).get("method_params", {})
-    identity = config.identity()
-    identity["method_params"] = {**merged, **identity["method_params"]}
+    old = previous.get("identity", {})
+    identity = _identity(config, data)
+    identity["method_params"] = {**old.get("method_params", {}), **identity["method_params"]}
+    identity["methods"] = {**old.get("methods", {}), **identity["methods"]}
     payload = {
         "identity": identity,
         "protocol": {**config.protocol.to_dict(), "source": None},
@@ -185,6 +216,10 @@ def build_tasks(
                 threads=1 if config.workers > 1 else None,
                 save_maps=config.save_maps,
             )
+
+
+def _scores_missing(out_dir: Path, record: EpisodeRecord) -> bool:
+    return bool(record.scores_file) and not (out_dir / record.scores_file).exists()
 
 
 def _result_key(task: Any) -> str:
@@ -269,23 +304,33 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
             f"--categories {sorted(unknown)} not in {protocol.ref}; known: {', '.join(categories)}"
         )
     supports = plan_supports(protocol, categories, config.episodes())
+    data = listing_fingerprint(categories.values())
     with output_errors(config.out_dir):
         config.out_dir.mkdir(parents=True, exist_ok=True)
-    _check_resume(config)
+    _check_resume(config, data)
     writer = RecordWriter(config.out_dir)
+    previous = read_records(writer.path) if writer.path.exists() else []
+    lost = {r.result_key for r in previous if _scores_missing(config.out_dir, r)}
+    if lost:
+        log(f"note: {len(lost)} finished episode(s) in {config.out_dir} lost their score file; "
+            "playing them again")  # fmt: skip
     done = {
         r.result_key
-        for r in (read_records(writer.path) if writer.path.exists() else [])
-        if r.status == STATUS_OK or not config.retry_failed
+        for r in previous
+        if (r.status == STATUS_OK or not config.retry_failed) and r.result_key not in lost
     }
     env = environment(config.device)
     with output_errors(config.out_dir):
-        _write_run_config(config, env)
+        _write_run_config(config, env, data)
         write_manifest(config.out_dir / "support_manifest.json", protocol, supports)
     run_id = uuid.uuid4().hex[:12]
     tasks = [t for t in build_tasks(config, categories, supports, run_id, env)]
     pending = [t for t in tasks if _result_key(t) not in done]
     skipped = len(tasks) - len(pending)
+    latest = {r.result_key: r for r in previous}
+    failed_earlier = sum(
+        1 for t in tasks if _result_key(t) in done and latest[_result_key(t)].status != STATUS_OK
+    )
     log(
         f"{protocol.ref}: {len({t.episode.category for t in tasks})} categories x "
         f"K={list(protocol.shots)} x "
@@ -316,7 +361,7 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
                 log(_progress_line(index, len(pending), record, time.perf_counter() - start))
         finally:  # stop the executor's workers at once when writing fails or Ctrl-C arrives
             getattr(stream, "close", lambda: None)()
-    return RunSummary(config.out_dir, len(pending), skipped, failed)
+    return RunSummary(config.out_dir, len(pending), skipped, failed, failed_earlier)
 
 
 def _progress_line(index: int, total: int, record: EpisodeRecord, elapsed: float) -> str:

@@ -9,7 +9,7 @@ import pytest
 from conftest import make_mvtec_category
 
 from fsad_bench.config import build_run_config
-from fsad_bench.errors import DatasetError, PluginError, ProtocolError
+from fsad_bench.errors import DatasetError, FsadError, PluginError, ProtocolError
 from fsad_bench.results import read_records
 from fsad_bench.runner import run
 
@@ -65,10 +65,46 @@ def test_resume_plays_only_missing_episodes(mvtec_root: Path, tmp_path: Path) ->
 
 def test_resume_refuses_different_params(mvtec_root: Path, tmp_path: Path) -> None:
     run(config(mvtec_root, tmp_path / "run", categories="alpha"), log=lambda _: None)
-    from fsad_bench.errors import FsadError
 
     with pytest.raises(FsadError, match="use a new --out"):
         run(config(mvtec_root, tmp_path / "run", image_size=48), log=lambda _: None)
+
+
+def test_resume_on_other_data_is_refused(mvtec_root: Path, tmp_path: Path) -> None:
+    import shutil
+
+    run(config(mvtec_root, tmp_path / "run", categories="alpha"), log=lambda _: None)
+    other = tmp_path / "other"
+    shutil.copytree(mvtec_root, other)
+    image = next((other / "beta" / "test" / "good").iterdir())
+    image.write_bytes(image.read_bytes() + b"\0")  # another file, same name
+    with pytest.raises(FsadError, match="played on other data.*--data-root"):
+        run(config(other, tmp_path / "run", categories="alpha"), log=lambda _: None)
+
+
+def test_resume_after_a_plugin_upgrade_is_refused(
+    mvtec_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fake_plugins import MeanDistance
+
+    from fsad_bench.method import MethodInfo
+
+    run(config(mvtec_root, tmp_path / "run", categories="alpha"), log=lambda _: None)
+    monkeypatch.setattr(MeanDistance, "info", MethodInfo("meandist", "1", True, False))
+    with pytest.raises(FsadError, match="version 0 .*plugin's version differ.*new --out"):
+        run(config(mvtec_root, tmp_path / "run", categories="alpha"), log=lambda _: None)
+
+
+def test_a_lost_score_file_is_played_again(mvtec_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    run(config(mvtec_root, out, categories="alpha"), log=lambda _: None)
+    first = read_records(out)[0]
+    (out / first.scores_file).unlink()
+    lines: list[str] = []
+    assert run(config(mvtec_root, out, categories="alpha"), log=lines.append).played == 1
+    assert any("lost their score file" in line for line in lines)
+    assert (out / first.scores_file).exists()
+    assert read_records(out)[-1].metrics == first.metrics
 
 
 def test_failures_are_recorded_and_the_run_goes_on(mvtec_root: Path, tmp_path: Path) -> None:

@@ -6,6 +6,8 @@ protocol can be checked and manifests written without reading a single pixel.
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,3 +38,22 @@ class Category:
     def relpath(self, path: Path) -> str:
         """Paths in manifests and sidecars are relative to the data root, POSIX style."""
         return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+
+
+def listing_fingerprint(categories: Iterable[Category]) -> str:
+    """A hash of every file's path (relative to its root), size and label.
+
+    Cheap enough to take at every run start (no pixel is read), and it changes when a
+    resumed run points at another copy of the data with other files, so records made on
+    two datasets cannot end up in one table.
+    """
+    digest = hashlib.sha256()
+    for category in sorted(categories, key=lambda c: c.name):
+        entries = [(p, "train", None) for p in category.train_normal]
+        entries += [(t.path, str(t.label), t.mask) for t in category.test]
+        for path, label, mask in sorted(entries, key=lambda e: str(e[0])):
+            line = [category.name, category.relpath(path), str(Path(path).stat().st_size), label]
+            if mask is not None:
+                line += [category.relpath(mask), str(Path(mask).stat().st_size)]
+            digest.update(("\t".join(line) + "\n").encode())
+    return digest.hexdigest()[:16]
