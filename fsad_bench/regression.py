@@ -1,8 +1,11 @@
 """Score-regression check: rerun a baseline submission's episodes and compare the means.
 
 The baseline is re-validated first (a tampered baseline is refused, not compared). Only the
-episodes the rerun played are compared, each side aggregated over the same seeds with
-``report.aggregate``, so a quick subset of a full baseline is a fair comparison.
+episodes (category, K, seed) that both the baseline and the rerun have are compared, each
+side aggregated over those same episodes with ``report.aggregate``, so a quick subset of a
+full baseline, or a run with other seeds or K, is a fair comparison; the table's notes say
+how many episodes of either side were left out. A rerun episode that failed is still one
+of the compared episodes: its values count as missing.
 """
 
 from __future__ import annotations
@@ -32,14 +35,23 @@ QUICK_CATEGORIES = 2
 
 @dataclass(frozen=True)
 class Comparison:
-    """Per (category, k, metric) means of baseline and rerun; status says what changed."""
+    """Per (category, k, metric) means of baseline and rerun; status says what changed.
+
+    ``table.attrs["notes"]`` holds lines about episodes left out, which ``render`` prints.
+    """
 
     table: pd.DataFrame
     tolerance: float
 
     @property
+    def notes(self) -> list[str]:
+        return list(self.table.attrs.get("notes", []))
+
+    @property
     def failures(self) -> pd.DataFrame:
-        return self.table[self.table["status"].isin(FAILING)]
+        failures = self.table[self.table["status"].isin(FAILING)].copy()
+        failures.attrs = {}
+        return failures
 
     @property
     def passed(self) -> bool:
@@ -61,20 +73,47 @@ def _means(records: Sequence[EpisodeRecord]) -> pd.DataFrame:
     return aggregate(records)[["category", "k", "metric", "mean"]]
 
 
+def _episode(record: EpisodeRecord) -> tuple[str, int, int]:
+    return (record.category, record.k, record.seed)
+
+
+def check_tolerance(tolerance: float) -> None:
+    if not math.isfinite(tolerance) or tolerance < 0:
+        raise FsadError(f"--tolerance must be a finite number >= 0, got {tolerance}")
+
+
 def compare(
     baseline: Sequence[EpisodeRecord], current: Sequence[EpisodeRecord], tolerance: float
 ) -> Comparison:
-    """Compare on the episodes the rerun attempted (failed ones count as missing)."""
-    if tolerance < 0:
-        raise FsadError(f"--tolerance must be >= 0, got {tolerance}")
-    played = {(r.category, r.k, r.seed) for r in current}
+    """Compare on the episodes (category, k, seed) both sides have.
+
+    An episode the rerun attempted but failed is one of those: its values count as missing.
+    Baseline episodes the rerun did not play, and rerun episodes the baseline lacks, are
+    left out of both sides and counted in the notes.
+    """
+    check_tolerance(tolerance)
+    played = {_episode(r) for r in current}
     if not played:
         raise FsadError("the rerun produced no records; nothing to compare")
-    base = [r for r in baseline if (r.category, r.k, r.seed) in played]
-    if not base:
+    wanted = {_episode(r) for r in baseline}
+    both = played & wanted
+    if not both:
         raise FsadError("the rerun played none of the baseline's episodes; nothing to compare")
+    base = [r for r in baseline if _episode(r) in both]
+    ours = [r for r in current if _episode(r) in both]
+    notes = []
+    if wanted - both:
+        notes.append(
+            f"note: {len(wanted - both)} of the baseline's {len(wanted)} episodes were not "
+            f"played by the run; compared on the {len(both)} in both"
+        )
+    if played - both:
+        notes.append(
+            f"note: {len(played - both)} of the run's {len(played)} episodes are not in the "
+            "baseline and were left out"
+        )
     keys = ["category", "k", "metric"]
-    table = _means(base).merge(_means(current), on=keys, how="outer", suffixes=("_b", "_c"))
+    table = _means(base).merge(_means(ours), on=keys, how="outer", suffixes=("_b", "_c"))
     table = table.rename(columns={"mean_b": "baseline", "mean_c": "current"})
     table["baseline"] = pd.to_numeric(table["baseline"], errors="coerce")
     table["current"] = pd.to_numeric(table["current"], errors="coerce")
@@ -83,10 +122,14 @@ def compare(
         _status(b, c, tolerance) for b, c in zip(table["baseline"], table["current"], strict=True)
     ]
     order = sorted(table.index, key=lambda i: (table.at[i, "category"] == "mean", i))
-    return Comparison(table.loc[order, COLUMNS].reset_index(drop=True), tolerance)
+    table = table.loc[order, COLUMNS].reset_index(drop=True)
+    table.attrs["notes"] = notes
+    return Comparison(table, tolerance)
 
 
 def render(table: pd.DataFrame) -> str:
+    """The table as text, followed by its notes (``table.attrs["notes"]``), if any."""
+
     def number(value: float) -> str:
         return "n/a" if pd.isna(value) else f"{value:.4f}"
 
@@ -94,7 +137,7 @@ def render(table: pd.DataFrame) -> str:
     for column in ("baseline", "current"):
         shown[column] = shown[column].map(number)
     shown["delta"] = table["delta"].map(lambda v: "" if pd.isna(v) else f"{v:+.4f}")
-    return shown.to_string(index=False)
+    return "\n".join([shown.to_string(index=False), *table.attrs.get("notes", [])])
 
 
 def quick_selection(submission: Submission) -> dict[str, str]:
@@ -169,6 +212,7 @@ def check(
     run_dir: Path | None = None,
 ) -> Comparison:
     """Validate the baseline, rerun its method on its protocol (or take run_dir), compare."""
+    check_tolerance(tolerance)
     baseline = load_submission(baseline_dir)
     if run_dir is not None:
         current = played_run(baseline, run_dir)

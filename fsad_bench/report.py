@@ -1,18 +1,24 @@
 """Aggregate records over seeds: long-format CSV, a thesis-style table, and Markdown.
 
 std is the sample standard deviation over seeds (ddof=1) and is empty with one seed;
-metrics that do not apply (no maps, image-level data) stay empty, never 0.
+metrics that do not apply (no maps, image-level data) stay empty, never 0. The 'mean'
+category row of a (method, K) is only computed when every category has a value for every
+seed played at that K; otherwise it is empty and ``mean_gaps`` says which episodes lack.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
 from fsad_bench.records import METRIC_NAMES, STATUS_OK, EpisodeRecord
-from fsad_bench.results import latest_by_key, read_records
+from fsad_bench.results import RUN_CONFIG, latest_by_key, read_records
+
+_SHOWN_GAPS = 6
 
 LONG_COLUMNS = ["method", "category", "k", "metric", "mean", "std", "n_seeds"]
 METRIC_LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO@0.3"}
@@ -48,8 +54,78 @@ def records_frame(records: Sequence[EpisodeRecord]) -> pd.DataFrame:
     )
 
 
-def aggregate(records: Sequence[EpisodeRecord]) -> pd.DataFrame:
-    """Long format: one row per (method, category, k, metric), plus a 'mean' category row."""
+Gap = tuple[str | None, str, int, str]  # (metric or None for all, category, seed, why)
+
+
+def _gaps(
+    records: Sequence[EpisodeRecord], categories: Sequence[str] | None = None
+) -> dict[tuple[str, int], list[Gap]]:
+    """Per (method, K): the (category, seed) values its 'mean' row lacks.
+
+    A method is expected to have every category of its records (and of ``categories``, the
+    protocol's, when known) for every seed it played at that K. A metric with no value at
+    all in the cell does not apply (no maps) and is not a gap.
+    """
+    latest = list(latest_by_key(records).values())
+    by_method: dict[str, list[EpisodeRecord]] = {}
+    for record in latest:
+        by_method.setdefault(method_label(record), []).append(record)
+    gaps: dict[tuple[str, int], list[Gap]] = {}
+    for method, mine in by_method.items():
+        expected = sorted({r.category for r in mine} | set(categories or ()))
+        for k in sorted({r.k for r in mine}):
+            at_k = {(r.category, r.seed): r for r in mine if r.k == k}
+            seeds = sorted({seed for _, seed in at_k})
+            found: list[Gap] = []
+            for category in expected:
+                for seed in seeds:
+                    record = at_k.get((category, seed))
+                    if record is None:
+                        found.append((None, category, seed, "not played"))
+                    elif record.status != STATUS_OK:
+                        found.append((None, category, seed, "failed"))
+            ok = [r for r in at_k.values() if r.status == STATUS_OK]
+            for metric in METRIC_NAMES:
+                if any(r.metrics.get(metric) is not None for r in ok):
+                    found += [
+                        (metric, r.category, r.seed, f"has no {metric}")
+                        for r in ok
+                        if r.metrics.get(metric) is None
+                    ]
+            if found:
+                gaps[(method, k)] = found
+    return gaps
+
+
+def mean_gaps(
+    records: Sequence[EpisodeRecord], categories: Sequence[str] | None = None
+) -> list[str]:
+    """One line per (method, K) whose 'mean' row is empty, naming the episodes it lacks."""
+    lines = []
+    for (method, k), found in sorted(_gaps(records, categories).items()):
+        seeds: dict[tuple[str, str], list[int]] = {}
+        for _, category, seed, why in sorted(found, key=lambda g: (g[1], g[3], g[2])):
+            seeds.setdefault((category, why), []).append(seed)
+        parts = [
+            f"{category} seed{'s' if len(s) > 1 else ''} {', '.join(map(str, s))} {why}"
+            for (category, why), s in seeds.items()
+        ]
+        more = len(parts) - _SHOWN_GAPS
+        text = "; ".join(parts[:_SHOWN_GAPS]) + (f"; and {more} more" if more > 0 else "")
+        lines.append(f"mean n/a for {method} K={k}: {text}")
+    return lines
+
+
+def aggregate(
+    records: Sequence[EpisodeRecord], categories: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """Long format: one row per (method, category, k, metric), plus a 'mean' category row.
+
+    The 'mean' row is the category mean of each seed, then mean/std over seeds (as the
+    thesis reports); it is empty unless every category (those of the records, plus
+    ``categories`` when given) has a value for every seed of that (method, K): see
+    ``mean_gaps``.
+    """
     frame = records_frame(records)
     if frame.empty:
         return pd.DataFrame(columns=LONG_COLUMNS)
@@ -57,15 +133,20 @@ def aggregate(records: Sequence[EpisodeRecord]) -> pd.DataFrame:
     keys = ["method", "category", "k", "metric"]
     per_category = frame.groupby(keys, sort=True)["value"]
     long = per_category.agg(mean="mean", std=lambda v: v.std(ddof=1), n_seeds="count").reset_index()
-    # the category mean of each seed, then mean/std over seeds (as the thesis reports)
-    per_seed = frame.groupby(["method", "k", "metric", "seed"])["value"].mean(numeric_only=True)
-    overall = (
-        per_seed.groupby(["method", "k", "metric"])
-        .agg(mean="mean", std=lambda v: v.std(ddof=1), n_seeds="count")
-        .reset_index()
-    )
-    overall.insert(1, "category", "mean")
-    long = pd.concat([long, overall], ignore_index=True)
+    gaps = _gaps(records, categories)
+    rows: list[dict[str, Any]] = []
+    for (method, k, metric), cell in frame.groupby(["method", "k", "metric"], sort=True):
+        lacking = any(m in (None, metric) for m, *_ in gaps.get((method, k), []))
+        mean = std = float("nan")
+        n_seeds = 0
+        if not lacking and cell["value"].notna().all():
+            per_seed = cell.groupby("seed")["value"].mean()
+            mean, std, n_seeds = per_seed.mean(), per_seed.std(ddof=1), len(per_seed)
+        rows.append(
+            {"method": method, "category": "mean", "k": k, "metric": metric,
+             "mean": mean, "std": std, "n_seeds": n_seeds}
+        )  # fmt: skip
+    long = pd.concat([long, pd.DataFrame(rows, columns=LONG_COLUMNS)], ignore_index=True)
     long.loc[long["mean"].isna(), ["std"]] = float("nan")
     long.loc[long["mean"].isna(), "n_seeds"] = 0
     return long[LONG_COLUMNS]
@@ -153,18 +234,33 @@ def backbone_init(records: Iterable[EpisodeRecord]) -> str:
     return kinds.pop() if len(kinds) == 1 else "mixed: " + ", ".join(sorted(kinds))
 
 
+def run_categories(run_dir: Path) -> list[str] | None:
+    """The protocol categories the run's run.json lists; None when it cannot say."""
+    try:
+        config = json.loads((Path(run_dir) / RUN_CONFIG).read_text(encoding="utf-8"))
+        categories = config["protocol"]["categories"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    if not isinstance(categories, list):
+        return None
+    return [str(c) for c in categories]
+
+
 def write_report(run_dir: Path) -> tuple[pd.DataFrame, str]:
     """Write report.csv and report.md into the run directory; return the table text."""
     records = read_records(run_dir)
-    long = aggregate(records)
+    categories = run_categories(run_dir)
+    long = aggregate(records, categories)
     long.to_csv(Path(run_dir) / "report.csv", index=False, float_format="%.6f")
     failed = [r for r in latest_by_key(records).values() if r.status != STATUS_OK]
     header = "\n".join(provenance_lines(records))
     text = header + "\n\n" + render(long)
     md = header.replace("\n  ", "\n- ") + "\n\n" + render(long, markdown=True)
+    notes = mean_gaps(records, categories)
     if failed:
-        note = f"{len(failed)} episode(s) failed; see records.jsonl (status=failed)."
-        text += f"\n{note}\n"
-        md += f"\n{note}\n"
+        notes.append(f"{len(failed)} episode(s) failed; see records.jsonl (status=failed).")
+    if notes:
+        text += "\n" + "\n".join(notes) + "\n"
+        md += "\n" + "\n\n".join(notes) + "\n"
     (Path(run_dir) / "report.md").write_text(md, encoding="utf-8")
     return long, text

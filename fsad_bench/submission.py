@@ -37,11 +37,10 @@ from fsad_bench.protocol import (
 )
 from fsad_bench.records import METRIC_NAMES, STATUS_OK, EpisodeRecord
 from fsad_bench.report import backbone_init, method_label
-from fsad_bench.results import RECORDS, latest_by_key
+from fsad_bench.results import RECORDS, RUN_CONFIG, latest_by_key
 
 SUBMISSION_SCHEMA = "fsad-bench-submission/1"
 MANIFEST = "manifest.json"
-RUN_CONFIG = "run.json"
 KIND_REPRODUCED = "reproduced"
 MAX_FILE_BYTES = 32 * 2**20
 MAX_FILES = 20_000
@@ -132,8 +131,19 @@ def read_json(root: Path, relative: str | Path) -> Any:
     return parse_json(read_bytes_limited(path), path)
 
 
-def parse_records(data: bytes, where: Path) -> list[EpisodeRecord]:
-    """Every line a valid schema-v1 record; a torn last line means an interrupted run."""
+RUN_LINE_FIX = (
+    "remove that line, run the same `fsad-bench run` command on this directory again to "
+    "replay its episode, then submit"
+)
+SUBMISSION_LINE_FIX = "the submission is damaged; submit it again from its run directory"
+
+
+def parse_records(data: bytes, where: Path, fix: str = RUN_LINE_FIX) -> list[EpisodeRecord]:
+    """Every line a valid schema-v1 record; a torn last line means an interrupted run.
+
+    A bad line is named as ``fsad_bench.results.read_records`` names it (``file:line:
+    malformed record``), followed by ``fix``, what to do about it.
+    """
     if data and not data.endswith(b"\n"):
         raise SubmissionError(
             f"{where}: the last line is torn (the run was interrupted); resume the run with "
@@ -144,9 +154,10 @@ def parse_records(data: bytes, where: Path) -> list[EpisodeRecord]:
         if not line.strip():
             continue
         try:
-            records.append(EpisodeRecord.from_dict(parse_json(line, f"{where}:{number}")))
-        except (ValueError, TypeError, KeyError) as exc:
-            raise SubmissionError(f"{where}:{number}: not a valid record ({exc})") from exc
+            row = json.loads(line.decode("utf-8"), parse_constant=_no_constants)
+            records.append(EpisodeRecord.from_dict(row))
+        except (UnicodeDecodeError, ValueError, TypeError, KeyError, RecursionError) as exc:
+            raise SubmissionError(f"{where}:{number}: malformed record ({exc}); {fix}") from exc
     if not records:
         raise SubmissionError(f"{where}: no records")
     return records
@@ -609,7 +620,7 @@ def load_submission(folder: Path) -> Submission:
     if not edited and content["content_hash"] != manifest.get("content_hash"):
         problems.append("content_hash in manifest.json does not match the files")
     _raise_problems(folder, problems)
-    records = parse_records(files.get(RECORDS, b""), folder / RECORDS)
+    records = parse_records(files.get(RECORDS, b""), folder / RECORDS, SUBMISSION_LINE_FIX)
     _, problems = validate_records(folder, records, grid)
     problems += map_file_problems(files, records)
     labels = {method_label(r) for r in records}

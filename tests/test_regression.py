@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from fsad_bench.cli import app
 from fsad_bench.errors import FsadError
 from fsad_bench.records import EpisodeRecord, MethodRef
-from fsad_bench.regression import check, compare, quick_selection
+from fsad_bench.regression import check, compare, quick_selection, render
 from fsad_bench.report import aggregate
 from fsad_bench.results import RECORDS, read_records
 from fsad_bench.submission import SubmissionError, find_submissions, load_submission, submit
@@ -108,7 +108,8 @@ def test_failed_episode_counts_as_missing() -> None:
     comparison = compare(baseline, current, tolerance=0.01)
     assert not comparison.passed
     missing = comparison.failures
-    assert set(missing["status"]) == {"missing"} and set(missing["category"]) == {"b"}
+    # the rerun has no mean over a and b either: its mean of a alone is not compared
+    assert set(missing["status"]) == {"missing"} and set(missing["category"]) == {"b", "mean"}
 
 
 def test_only_the_rerun_episodes_are_compared() -> None:
@@ -135,6 +136,37 @@ def test_quick_selection_is_a_subset_of_the_baseline() -> None:
 def test_negative_tolerance_is_an_error() -> None:
     with pytest.raises(FsadError, match="tolerance"):
         compare([make_record()], [make_record()], tolerance=-0.1)
+
+
+def test_run_with_other_seeds_is_compared_on_the_common_episodes_only() -> None:
+    values = {0: 0.9, 1: 0.7, 2: 0.5}
+    baseline = [make_record(c, 1, s, image_auroc=values[s]) for c in "ab" for s in (0, 1)]
+    current = [make_record(c, 1, s, image_auroc=values[s]) for c in "ab" for s in (1, 2)]
+    comparison = compare(baseline, current, tolerance=0.0)
+    assert comparison.passed, comparison.table  # seed 2 of the run is not compared
+    image = comparison.table.query("metric == 'image_auroc'")
+    assert (image["baseline"] == 0.7).all() and (image["current"] == 0.7).all()
+    note = "note: 2 of the baseline's 4 episodes were not played by the run; compared on the 2"
+    assert comparison.notes[0].startswith(note)
+    assert note in render(comparison.table) and note not in render(comparison.failures)
+    # a real drop on the common seed is still seen, whatever the run's other seeds score
+    worse = [replace(r, metrics={**r.metrics, "image_auroc": 0.6}) if r.seed == 1 else r
+             for r in current]  # fmt: skip
+    assert set(compare(baseline, worse, 0.01).failures["category"]) == {"a", "b", "mean"}
+    same = compare(baseline, baseline, 0.0)
+    assert same.passed and same.notes == []
+
+
+@pytest.mark.parametrize("tolerance", [float("nan"), float("inf")])
+def test_non_finite_tolerance_is_an_error(tolerance: float, tmp_path: Path) -> None:
+    with pytest.raises(FsadError, match="tolerance must be a finite number"):
+        compare([make_record()], [make_record()], tolerance=tolerance)
+    with pytest.raises(FsadError, match="tolerance must be a finite number"):
+        check(tmp_path / "no-baseline", tolerance=tolerance, run_dir=tmp_path)
+    result = CliRunner().invoke(
+        app, ["check", "--baseline", str(tmp_path), "--run", str(tmp_path), "--tolerance", "nan"]
+    )
+    assert result.exit_code == 2 and "tolerance must be a finite number" in result.output
 
 
 def test_check_of_a_finished_run_passes_or_fails_on_its_numbers(tmp_path: Path) -> None:

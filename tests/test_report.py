@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import math
 import statistics
 from dataclasses import replace
@@ -9,7 +10,7 @@ import pandas as pd
 from test_results import make_record
 
 from fsad_bench.records import MethodRef
-from fsad_bench.report import aggregate, wide_table, write_report
+from fsad_bench.report import aggregate, mean_gaps, wide_table, write_report
 from fsad_bench.results import RecordWriter
 
 
@@ -71,3 +72,63 @@ def test_header_names_each_methods_backbone_init_and_weights() -> None:
     assert f"  regad: backbone=x, pretrained; {weights}" in lines
     assert "  riad: no pretrained backbone (trained from scratch)" in lines
     assert "  patchcore: backbone=b, mixed: pretrained, random" in lines
+
+
+def gap_records() -> list:
+    """Categories a and b, seeds 0 and 1, K = 1 and 2; b is the hard one."""
+    return [
+        make_record(c, k, s, image_auroc=0.9 if c == "a" else 0.6)
+        for c in "ab"
+        for k in (1, 2)
+        for s in (0, 1)
+    ]
+
+
+def mean_row(long: pd.DataFrame, k: int, metric: str = "image_auroc") -> pd.Series:
+    return long.query("category == 'mean' and k == @k and metric == @metric").iloc[0]
+
+
+def test_mean_row_is_empty_when_an_episode_failed_or_was_not_played() -> None:
+    failed = replace(make_record("b", 2, 0), status="failed", error="boom")
+    records = [*gap_records(), failed]  # the later line wins: b K=2 seed 0 failed
+    long = aggregate(records)
+    assert math.isclose(mean_row(long, 1)["mean"], 0.75)
+    for metric in ("image_auroc", "pixel_auroc", "aupro"):
+        row = mean_row(long, 2, metric)
+        assert pd.isna(row["mean"]) and pd.isna(row["std"]) and row["n_seeds"] == 0
+    b2 = long.query("category == 'b' and k == 2 and metric == 'image_auroc'").iloc[0]
+    assert math.isclose(b2["mean"], 0.6) and b2["n_seeds"] == 1  # per-category rows as before
+    assert mean_gaps(records) == ["mean n/a for patchcore K=2: b seed 0 failed"]
+    not_played = [r for r in gap_records() if (r.category, r.k, r.seed) != ("a", 1, 1)]
+    assert pd.isna(mean_row(aggregate(not_played), 1)["mean"])
+    assert mean_gaps(not_played) == ["mean n/a for patchcore K=1: a seed 1 not played"]
+
+
+def test_report_of_an_interrupted_run_has_no_mean_of_the_finished_category(
+    tmp_path: Path,
+) -> None:
+    writer = RecordWriter(tmp_path)
+    for record in gap_records():
+        if record.category == "a":
+            writer.append(record)
+    (tmp_path / "run.json").write_text(json.dumps({"protocol": {"categories": ["a", "b"]}}))
+    long, text = write_report(tmp_path)
+    assert pd.isna(mean_row(long, 1)["mean"]) and pd.isna(mean_row(long, 2)["mean"])
+    assert "mean n/a for patchcore K=1: b seeds 0, 1 not played" in text
+    assert "mean n/a for patchcore K=2: b seeds 0, 1 not played" in text
+    assert "mean n/a for patchcore K=2" in (tmp_path / "report.md").read_text()
+    csv = pd.read_csv(tmp_path / "report.csv")
+    assert list(csv.columns) == ["method", "category", "k", "metric", "mean", "std", "n_seeds"]
+    assert csv.query("category == 'mean'")["mean"].isna().all()
+    assert (csv.query("category == 'a' and metric == 'image_auroc'")["mean"] == 0.9).all()
+
+
+def test_complete_run_without_maps_has_no_gap_notes(tmp_path: Path) -> None:
+    no_maps = MethodRef("anograd", "1", None, {}, False)
+    writer = RecordWriter(tmp_path)
+    for record in gap_records():
+        writer.append(replace(record, method=no_maps, metrics={"image_auroc": 0.8}))
+    long, text = write_report(tmp_path)
+    assert math.isclose(mean_row(long, 1)["mean"], 0.8)
+    assert pd.isna(mean_row(long, 1, "pixel_auroc")["mean"])
+    assert "mean n/a" not in text

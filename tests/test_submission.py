@@ -214,6 +214,18 @@ def test_torn_nan_and_oversized_files_are_refused(
     assert not (tmp_path / "subs").exists()
 
 
+def test_garbage_line_is_named_with_its_fix(run_dir: Path, tmp_path: Path) -> None:
+    records = run_dir / RECORDS
+    lines = records.read_text().splitlines(keepends=True)
+    records.write_text("".join([*lines[:2], "not json at all\n", *lines[2:]]))
+    result = CliRunner().invoke(app, ["submit", str(run_dir), "--out", str(tmp_path / "subs")])
+    output = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(output) == 1
+    assert f"{records}:3: malformed record" in output[0]
+    assert "remove that line" in output[0] and "fsad-bench run" in output[0]
+    assert not (tmp_path / "subs").exists()
+
+
 def test_symlinked_scores_outside_the_run_are_refused(run_dir: Path, tmp_path: Path) -> None:
     sidecar = sorted((run_dir / "scores").iterdir())[0]
     outside = tmp_path / "outside.json"
