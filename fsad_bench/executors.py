@@ -6,7 +6,10 @@ writer of records, so resume and crash safety do not depend on the executor chos
 
 from __future__ import annotations
 
+import os
 import queue
+import signal
+import sys
 import time
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -57,8 +60,8 @@ def _execute_pool(tasks: list[Any], workers: int) -> Iterator[Any]:
     pool = ProcessPoolExecutor(
         max_workers=workers,
         mp_context=context,
-        initializer=register_missing,
-        initargs=(list_methods(),),
+        initializer=start_worker,
+        initargs=(list_methods(), os.getpid()),
     )
     casualties: list[Any] = []
     try:
@@ -76,9 +79,24 @@ def _execute_pool(tasks: list[Any], workers: int) -> Iterator[Any]:
         yield from execute_isolated(casualties, workers, Limits())
 
 
-def register_missing(targets: dict[str, str]) -> None:
+def die_with_parent(parent: int) -> None:
+    """A worker whose parent was killed (kill -9) would otherwise go on computing an episode
+    nobody will record, holding its memory; on Linux the kernel now kills it too."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the call above took effect
+        os._exit(1)
+
+
+def start_worker(targets: dict[str, str], parent: int) -> None:
     """Spawned workers start with an empty in-process registry: repeat the parent's names."""
     from fsad_bench import registry
+
+    die_with_parent(parent)
 
     known = registry.list_methods()
     for name, target in targets.items():
@@ -86,10 +104,10 @@ def register_missing(targets: dict[str, str]) -> None:
             registry.register(name, target)
 
 
-def _play_in_child(task: Any, targets: dict[str, str], outbox: Any) -> None:
+def _play_in_child(task: Any, targets: dict[str, str], parent: int, outbox: Any) -> None:
     from fsad_bench.episode import play
 
-    register_missing(targets)
+    start_worker(targets, parent)
     outbox.put(_STARTED)  # the episode's clock starts here, after the imports
     outbox.put(play(task))
 
@@ -118,7 +136,9 @@ def execute_isolated(tasks: list[Any], workers: int, limits: Limits) -> Iterator
         while queued or running:
             while queued and len(running) < max(workers, 1):
                 task, outbox = queued.pop(0), context.Queue(maxsize=2)
-                process = context.Process(target=_play_in_child, args=(task, targets, outbox))
+                process = context.Process(
+                    target=_play_in_child, args=(task, targets, os.getpid(), outbox)
+                )
                 process.start()
                 running.append(_Child(task, process, outbox, time.monotonic() + _STARTUP_S))
             for child in list(running):

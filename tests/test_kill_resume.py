@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from fsad_bench.config import build_run_config
 from fsad_bench.results import read_records
 from fsad_bench.runner import run
@@ -55,3 +57,46 @@ def test_sigkill_midway_then_rerun_equals_uninterrupted(mvtec_root: Path, tmp_pa
     }
     for record in resumed:  # every record has its per-image scores
         assert (killed / record.scores_file).exists()
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc; prctl is Linux")
+def test_pool_workers_die_with_a_killed_parent(mvtec_root: Path, tmp_path: Path) -> None:
+    """kill -9 of the run must not leave workers computing (and holding GBs) unseen."""
+    args = [*cli_args(mvtec_root, tmp_path / "run"), "--workers", "2"]
+    proc = subprocess.Popen(args, stderr=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    workers: set[int] = set()
+    while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        workers = {
+            pid
+            for pid in _children(proc.pid)
+            if b"resource_tracker" not in Path(f"/proc/{pid}/cmdline").read_bytes()
+        }
+        time.sleep(0.1)
+    assert proc.poll() is None and len(workers) >= 2, "no pool workers to orphan"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(_alive(pid) for pid in workers)
