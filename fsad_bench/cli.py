@@ -4,7 +4,7 @@ that ``fsad-bench list`` stays fast and imports no method code."""
 from __future__ import annotations
 
 import json
-import subprocess
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -113,8 +113,15 @@ def run(
             f"episodes were already in {summary.out_dir} from an earlier run and were not "
             "rerun; pass a fresh --out to recompute them"
         )
+    if summary.failed_earlier:
+        typer.echo(
+            f"{summary.failed_earlier} episode(s) failed in an earlier run here and were not "
+            "retried; pass --retry-failed to play them again",
+            err=True,
+        )
     if summary.failed:
         typer.echo(f"{len(summary.failed)} episode(s) failed; see records.jsonl", err=True)
+    if summary.failed or summary.failed_earlier:
         raise typer.Exit(1)
 
 
@@ -203,20 +210,29 @@ def leaderboard(
     runs: Annotated[
         list[Path] | None, typer.Option(help="Also show this local run directory (repeatable).")
     ] = None,
-    submissions: Annotated[Path, typer.Option(help="Submissions folder.")] = Path("submissions"),
+    submissions: Annotated[
+        Path | None,
+        typer.Option(help="Submissions folder [default: ./submissions, else the clone's]."),
+    ] = None,
     port: Annotated[int | None, typer.Option(help="Port of the Streamlit server.")] = None,
 ) -> None:
     """Start the Streamlit leaderboard (reads result files only, runs no submitted code)."""
     app_file = Path(__file__).resolve().parent.parent / "leaderboard" / "app.py"
     if not app_file.exists():
         _fail(FsadError(f"{app_file} not found; the leaderboard runs from a clone of fsad-bench"))
+    if submissions is None:
+        local = Path("submissions")
+        submissions = local if local.is_dir() else app_file.parent.parent / "submissions"
+    if not submissions.is_dir():
+        _fail(FsadError(f"{submissions}: no such submissions folder; pass --submissions DIR"))
     argv = [sys.executable, "-m", "streamlit", "run", str(app_file), "--client.toolbarMode=viewer"]
     argv += ["--browser.gatherUsageStats=false"]
     argv += [f"--server.port={port}"] if port else []
     argv += ["--", "--submissions", str(submissions.resolve())]
     for run_dir in runs or []:
         argv += ["--runs", str(run_dir.resolve())]
-    raise typer.Exit(subprocess.call(argv))
+    # streamlit takes this process's place, so a `kill` of it reaches the server itself
+    os.execv(sys.executable, argv)
 
 
 @app.command()

@@ -124,8 +124,26 @@ def resolve_protocol(options: Mapping[str, Any]) -> Protocol:
     return protocol.with_overrides(
         shots=parse_int_list(options.get("shots"), "shots"),
         seeds=parse_int_list(options.get("seeds"), "seeds"),
-        image_size=int(options["image_size"]) if options.get("image_size") else None,
+        image_size=_image_size(options.get("image_size")),
     )
+
+
+MIN_IMAGE_SIZE = 32  # the backbones' coarsest stride: a smaller image has no feature map
+
+
+def _image_size(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    try:
+        size = int(value)
+    except (TypeError, ValueError):
+        size = 0
+    if size < MIN_IMAGE_SIZE or str(size) != str(value).strip():
+        raise FsadError(
+            f"--image-size must be a whole number of pixels >= {MIN_IMAGE_SIZE} (e.g. 256), "
+            f"got {value!r}"
+        )
+    return size
 
 
 def build_run_config(options: Mapping[str, Any]) -> RunConfig:
@@ -148,7 +166,7 @@ def build_run_config(options: Mapping[str, Any]) -> RunConfig:
         out_dir=out,
         method_params=params,
         workers=int(options.get("workers") or 1),
-        device=str(options.get("device") or "cpu"),
+        device=_device(options.get("device"), options.get("executor")),
         batch_size=int(options.get("batch_size") or 16),
         retry_failed=bool(options.get("retry_failed")),
         only_categories=parse_str_list(options.get("categories")),
@@ -158,6 +176,30 @@ def build_run_config(options: Mapping[str, Any]) -> RunConfig:
         address=str(options["address"]) if options.get("address") else None,
         save_maps=int(options.get("save_maps") or 0),
     )
+
+
+def _device(value: Any, executor: Any) -> str:
+    """Checked here, not in every episode: a missing GPU is one line, not N failures. With
+    Ray the GPUs are the workers', which this machine cannot see."""
+    device = str(value or "cpu")
+    if device == "cpu" or executor == "ray":
+        return device
+    import torch
+
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise FsadError(f"--device {device!r} is not a device; use cpu, cuda or cuda:N") from None
+    if parsed.type != "cuda":
+        raise FsadError(f"--device {device!r} is not supported; use cpu, cuda or cuda:N")
+    if not torch.cuda.is_available():
+        raise FsadError(f"--device {device}: no CUDA GPU is visible here; use --device cpu")
+    if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+        raise FsadError(
+            f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here; "
+            "use cuda:0 .. cuda:N-1"
+        )
+    return device
 
 
 def _optional_float(value: Any) -> float | None:

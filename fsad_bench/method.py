@@ -86,11 +86,45 @@ def unknown_params_problem(cls: type, params: Mapping[str, Any]) -> str | None:
     if not defaults:  # a plugin without declared defaults validates in its own __init__
         return None
     unknown = sorted(set(params) - set(defaults))
-    if not unknown:
-        return None
-    return (
-        f"{cls.info.name}: unknown parameter(s) {unknown}; valid parameters are {sorted(defaults)}"
-    )
+    if unknown:
+        return (
+            f"{cls.info.name}: unknown parameter(s) {unknown}; valid parameters are "
+            f"{sorted(defaults)}"
+        )
+    for name, value in params.items():
+        expected = _kind(defaults[name])
+        if expected and value is not None and not _fits(value, expected):
+            return f"{cls.info.name}: parameter {name}={value!r} should be {expected}"
+    return None
+
+
+def _kind(default: Any) -> str | None:
+    """What a value must be, judged by the default's type; None (default None) takes any."""
+    if isinstance(default, bool):
+        return "true or false"
+    if isinstance(default, int):
+        return "a whole number"
+    if isinstance(default, float):
+        return "a number"
+    if isinstance(default, str):
+        return "text"
+    if isinstance(default, (list, tuple)):
+        return "a list like [1, 2]"
+    return None
+
+
+def _fits(value: Any, kind: str) -> bool:
+    if kind == "true or false":
+        return isinstance(value, bool)
+    if isinstance(value, bool):
+        return False
+    if kind == "a whole number":
+        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+    if kind == "a number":
+        return isinstance(value, (int, float))
+    if kind == "text":
+        return isinstance(value, str)
+    return isinstance(value, (list, tuple))
 
 
 class MethodBase:

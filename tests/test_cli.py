@@ -45,6 +45,7 @@ def test_unknown_method_lists_known_ones(mvtec_root: Path, tmp_path: Path) -> No
     [
         ("patchcroe.sigma=2", ["patchcroe", "METHOD.KEY=VALUE"]),  # a method not in the run
         ("patchcore.sigmaa=2", ["['sigmaa']", "valid parameters are ['backbone'"]),  # a typo
+        ("patchcore.coreset_ratio=abc", ["coreset_ratio='abc'", "should be a number"]),
     ],
 )
 def test_bad_param_stops_before_any_episode(
@@ -114,3 +115,46 @@ def test_python_dash_m_runs_the_command_line() -> None:
     out = subprocess.run([sys.executable, "-m", "fsad_bench", "list"], capture_output=True,
                          text=True, check=True)  # fmt: skip
     assert "patchcore" in out.stdout and "synthetic_loo" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("flags", "needle"),
+    [
+        (["--image-size", "8"], "--image-size must be a whole number of pixels >= 32"),
+        (["--image-size", "0"], "got 0"),
+        (["--device", "gpu"], "--device 'gpu' is not a device"),
+    ],
+)
+def test_bad_run_options_are_one_line_before_any_episode(
+    mvtec_root: Path, tmp_path: Path, flags: list[str], needle: str
+) -> None:
+    out = tmp_path / "r"
+    args = ["run", "--data-root", str(mvtec_root), "--layout", "mvtec", "--out", str(out)]
+    result = runner.invoke(app, [*args, *flags])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert needle in lines[0], lines[0]
+    assert not (out / "records.jsonl").exists()
+
+
+def test_cuda_without_a_gpu_is_one_line(mvtec_root: Path, tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    result = runner.invoke(app, ["run", "--data-root", str(mvtec_root), "--layout", "mvtec",
+                                 "--device", "cuda", "--out", str(tmp_path / "r")])  # fmt: skip
+    assert result.exit_code == 2 and "no CUDA GPU is visible here" in result.output
+
+
+@pytest.mark.usefixtures("fake_methods")
+def test_rerun_of_a_failed_run_still_fails_and_names_the_fix(
+    mvtec_root: Path, tmp_path: Path
+) -> None:
+    args = ["run", "--data-root", str(mvtec_root), "--layout", "mvtec", "--method", "raises",
+            "--shots", "2", "--seeds", "0", "--categories", "alpha", "--image-size", "32",
+            "--out", str(tmp_path / "r")]  # fmt: skip
+    assert runner.invoke(app, args).exit_code == 1
+    again = runner.invoke(app, args)
+    assert again.exit_code == 1, again.output
+    assert "failed in an earlier run here" in again.output and "--retry-failed" in again.output

@@ -386,11 +386,13 @@ def test_browser_shows_the_ranking(tmp_path: Path) -> None:
                 break
         assert expected in dom, "the ranking table with the submission's K=1 mean never showed"
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
+        os.kill(server.pid, signal.SIGTERM)  # the pid alone: `kill PID` must stop the server
         try:
             server.wait(timeout=15)
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
+    with socket.socket() as probe:  # nothing left listening (streamlit is not orphaned)
+        assert probe.connect_ex(("127.0.0.1", port)) != 0
     from PIL import Image
 
     with Image.open(shot) as image:
