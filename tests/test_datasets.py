@@ -282,6 +282,13 @@ def test_mask_binarised_at_half_the_range(tmp_path: Path) -> None:
     assert out16[0].tolist() == [False, False, True, True]
 
 
+def test_zero_one_label_mask_is_not_read_as_empty(tmp_path: Path) -> None:
+    labels = np.zeros((8, 8), np.uint8)
+    labels[2:5, 3:6] = 1  # saved as 0/1 rather than 0/255
+    out = load_mask(save(tmp_path / "labels.png", labels), 8, (8, 8))
+    assert torch.equal(out, torch.from_numpy(labels > 0))
+
+
 def test_colour_mask_counts_any_bright_channel(tmp_path: Path) -> None:
     red = np.zeros((8, 8, 3), np.uint8)
     red[2:5, 3:6, 0] = 255  # luma of pure red is 76, below half: must not be lost
@@ -390,6 +397,17 @@ def test_folder_empty_parts_are_errors(tmp_path: Path, empty: str) -> None:
     with pytest.raises(DatasetError) as excinfo:
         folder.load_category(tmp_path, "part")
     one_line_error(excinfo, cat / empty)
+
+
+def test_folder_with_a_misnamed_normal_dir_is_an_error_not_a_dropped_category(
+    tmp_path: Path,
+) -> None:
+    make_folder(tmp_path, "part")
+    plate = make_folder(tmp_path, "plate")
+    (plate / "normal").rename(plate / "good")
+    with pytest.raises(DatasetError) as excinfo:
+        folder.discover_categories(tmp_path)
+    one_line_error(excinfo, plate, "good/", "normal/")
 
 
 def test_folder_explicit_split_is_used_as_given(tmp_path: Path) -> None:

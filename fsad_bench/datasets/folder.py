@@ -83,6 +83,14 @@ def discover_categories(root: Path | None) -> list[str]:
         raise DatasetError(
             f"{root}: no category folders with a normal/ folder; expected {_EXPECTED}"
         )
+    strays = [d for d in subdirs(root) if not _is_category(d)]
+    if strays:  # a misnamed normal/ would otherwise drop a whole category without a word
+        found = ", ".join(f"{c.name}/" for c in subdirs(strays[0])) or "nothing"
+        raise DatasetError(
+            f"{strays[0]}: not a category (no normal/ folder; it holds {found}); name its "
+            f"normal images folder normal/, or move it out of {root}"
+            + (f" ({len(strays) - 1} more folder(s) like it)" if len(strays) > 1 else "")
+        )
     return names
 
 

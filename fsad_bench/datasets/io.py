@@ -138,7 +138,10 @@ def load_mask(path: Path, size: int, expected_hw: tuple[int, int]) -> torch.Tens
     """(size, size) bool; a pixel is anomalous when its brightest channel is >= half the range.
 
     Half the range (128 of 255, 32768 of 65535) keeps anti-aliased edges of 0/255 masks on
-    the side they are closest to. ``expected_hw`` is the image's original (height, width).
+    the side they are closest to. A mask whose brightest pixel is below half the range is a
+    label map (0/1, as many tools save them) and every non-zero pixel is anomalous: read
+    with the half-range rule it would be empty and the pixel metrics silently wrong.
+    ``expected_hw`` is the image's original (height, width).
     """
     array = _decode(path)
     height, width = array.shape[:2]
@@ -148,7 +151,9 @@ def load_mask(path: Path, size: int, expected_hw: tuple[int, int]) -> torch.Tens
             f"{path}: mask is {height}x{width} (HxW) but its image is {eh}x{ew}; "
             "re-export the mask at the image's size"
         )
-    binary = torch.from_numpy(array.max(axis=2) >= 0.5)
+    brightest = array.max(axis=2)
+    label_map = brightest.max() < 0.5
+    binary = torch.from_numpy(brightest > 0 if label_map else brightest >= 0.5)
     if (height, width) == (size, size):
         return binary
     resized = F.interpolate(binary[None, None].float(), size=(size, size), mode="nearest-exact")
