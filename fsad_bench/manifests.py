@@ -6,6 +6,7 @@ from the published counts alone; a run on a real copy then checks every listed f
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,6 +28,12 @@ def freeze_manifest(protocol: Protocol, out: Path | None = None) -> Path:
     path = out or protocol.manifest_path()
     if path is None:
         raise ProtocolError(f"{protocol.ref} names no support_manifest; pass --out PATH")
+    owner = _owner(path) if out is None else None
+    if owner not in (None, protocol.name):  # inherited through include:
+        raise ProtocolError(
+            f"{path} is the support manifest of protocol {owner}, which {protocol.name} "
+            f"takes its supports from; freeze {owner} instead, or pass --out PATH"
+        )
     categories = load_categories(protocol)
     supports: dict[str, list[SupportEntry]] = {}
     for episode in protocol.episodes():
@@ -38,6 +45,14 @@ def freeze_manifest(protocol: Protocol, out: Path | None = None) -> Path:
         ]
     write_manifest(path, protocol, supports)
     return path
+
+
+def _owner(path: Path) -> str | None:
+    """The protocol an existing manifest file was frozen for."""
+    try:
+        return str(json.loads(path.read_text(encoding="utf-8"))["protocol"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def manifest_from_counts(

@@ -366,7 +366,8 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
 
 def _progress_line(index: int, total: int, record: EpisodeRecord, elapsed: float) -> str:
     eta = elapsed / index * (total - index)
-    head = f"[{index}/{total} {elapsed:5.0f}s, eta {eta:4.0f}s] {record.method.name} "
+    label = record.method.name + (f".{record.method.preset}" if record.method.preset else "")
+    head = f"[{index}/{total} {elapsed:5.0f}s, eta {eta:4.0f}s] {label} "
     head += f"{record.category} k={record.k} seed={record.seed}: "
     if record.status != STATUS_OK:
         return head + f"FAILED {record.error}"

@@ -102,3 +102,14 @@ def test_mvtec_manifest_matches_counts(tmp_path: Path) -> None:
     rebuilt = manifest_from_counts(protocol, counts, tmp_path / "rebuilt.json")
     assert load_manifest(rebuilt) == shipped
     assert len(shipped) == 15 * len(protocol.shots) * len(protocol.seeds)
+
+
+def test_freezing_a_protocol_that_inherits_its_manifest_does_not_overwrite_the_parents() -> None:
+    from fsad_bench.manifests import freeze_manifest
+
+    quick = load_protocol("synthetic_quick")
+    path = quick.manifest_path()
+    before = path.read_bytes()
+    with pytest.raises(ProtocolError, match="support manifest of protocol synthetic_loo"):
+        freeze_manifest(quick)
+    assert path.read_bytes() == before
