@@ -175,13 +175,29 @@ def _write_run_config(config: RunConfig, env: dict[str, Any], data: str) -> None
     identity = _identity(config, data)
     identity["method_params"] = {**old.get("method_params", {}), **identity["method_params"]}
     identity["methods"] = {**old.get("methods", {}), **identity["methods"]}
+    protocol = {**config.protocol.to_dict(), "source": None}
+    for grid in ("shots", "seeds"):  # the directory holds every call's episodes, not the last's
+        protocol[grid] = sorted(
+            set(previous.get("protocol", {}).get(grid, [])) | set(protocol[grid])
+        )
     payload = {
         "identity": identity,
-        "protocol": {**config.protocol.to_dict(), "source": None},
+        "protocol": protocol,
         "methods": sorted(set(previous.get("methods", [])) | set(config.methods)),
         "env": env,
     }
     write_json_atomic(path, json.loads(json.dumps(payload, default=str)))
+
+
+SUPPORTS = "support_manifest.json"
+
+
+def _with_earlier(
+    out_dir: Path, supports: dict[str, list[SupportEntry]]
+) -> dict[str, list[SupportEntry]]:
+    """This call's supports plus those an earlier call in the same directory recorded."""
+    path = out_dir / SUPPORTS
+    return {**(load_manifest(path) if path.exists() else {}), **supports}
 
 
 def build_tasks(
@@ -322,7 +338,7 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
     env = environment(config.device)
     with output_errors(config.out_dir):
         _write_run_config(config, env, data)
-        write_manifest(config.out_dir / "support_manifest.json", protocol, supports)
+        write_manifest(config.out_dir / SUPPORTS, protocol, _with_earlier(config.out_dir, supports))
     run_id = uuid.uuid4().hex[:12]
     tasks = [t for t in build_tasks(config, categories, supports, run_id, env)]
     pending = [t for t in tasks if _result_key(t) not in done]

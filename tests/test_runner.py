@@ -107,6 +107,18 @@ def test_a_lost_score_file_is_played_again(mvtec_root: Path, tmp_path: Path) -> 
     assert read_records(out)[-1].metrics == first.metrics
 
 
+def test_a_second_call_adds_to_the_directory_instead_of_replacing_its_bookkeeping(
+    mvtec_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "run"
+    run(config(mvtec_root, out, shots="1", seeds="0"), log=lambda _: None)
+    run(config(mvtec_root, out, shots="2", seeds="1"), log=lambda _: None)
+    protocol = json.loads((out / "run.json").read_text())["protocol"]
+    assert (protocol["shots"], protocol["seeds"]) == ([1, 2], [0, 1])
+    supports = json.loads((out / "support_manifest.json").read_text())["supports"]
+    assert {"alpha/k1/seed0", "alpha/k2/seed1"} <= set(supports)
+
+
 def test_failures_are_recorded_and_the_run_goes_on(mvtec_root: Path, tmp_path: Path) -> None:
     summary = run(config(mvtec_root, tmp_path / "run", methods="nanscores,raises,meandist"),
                   log=lambda _: None)  # fmt: skip
