@@ -99,10 +99,20 @@ def run(
     try:
         options = load_options_file(config) if config else {}
         options.update({k: v for k, v in cli.items() if v is not None})
-        summary = run_benchmark(build_run_config(options))
+        run_config = None
+        run_config = build_run_config(options)
+        summary = run_benchmark(run_config)
         _, text = write_report(summary.out_dir)
     except FsadError as exc:
         _fail(exc)
+    except KeyboardInterrupt:
+        where = f" in {run_config.out_dir}" if run_config else ""
+        typer.echo(
+            f"interrupted: the finished episodes are kept{where}; run the same command again "
+            "to play the rest",
+            err=True,
+        )
+        raise typer.Exit(130) from None
     typer.echo(text)
     typer.echo(
         f"records: {summary.out_dir / 'records.jsonl'}; report: {summary.out_dir / 'report.csv'}"

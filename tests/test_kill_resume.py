@@ -100,3 +100,17 @@ def test_pool_workers_die_with_a_killed_parent(mvtec_root: Path, tmp_path: Path)
     while any(_alive(pid) for pid in workers) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not any(_alive(pid) for pid in workers)
+
+
+def test_ctrl_c_says_what_was_kept_and_how_to_go_on(mvtec_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.Popen(cli_args(mvtec_root, out), stderr=subprocess.PIPE,
+                            stdout=subprocess.DEVNULL, text=True)  # fmt: skip
+    deadline = time.monotonic() + 120
+    while line_count(out / "records.jsonl") < 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert f"interrupted: the finished episodes are kept in {out}" in err
+    assert "Traceback" not in err
