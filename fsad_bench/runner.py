@@ -12,7 +12,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,21 @@ def _check_resume(config: RunConfig, data: str) -> None:
             raise FsadError(
                 f"{path}: this run directory holds {key}={previous.get(key)!r}, not "
                 f"{current[key]!r}; use a new --out directory"
+            )
+
+
+def _check_versions(
+    path: Path, records: Sequence[EpisodeRecord], methods: dict[str, dict[str, Any]]
+) -> None:
+    """Records are the last word on what ran (a run.json from before it named the versions
+    cannot say): a plugin upgraded since must not add episodes beside them."""
+    for record in records:
+        label = record.method.name + (f".{record.method.preset}" if record.method.preset else "")
+        now = methods.get(label)
+        if now is not None and now["version"] != record.method.version:
+            raise FsadError(
+                f"{path}: {label} ran here as version {record.method.version}, the installed "
+                f"plugin is {now['version']}, so its records would not compare; use a new --out"
             )
 
 
@@ -326,6 +341,7 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
     _check_resume(config, data)
     writer = RecordWriter(config.out_dir)
     previous = read_records(writer.path) if writer.path.exists() else []
+    _check_versions(writer.path, previous, resolved_methods(config))
     lost = {r.result_key for r in previous if _scores_missing(config.out_dir, r)}
     if lost:
         log(f"note: {len(lost)} finished episode(s) in {config.out_dir} lost their score file; "

@@ -93,6 +93,13 @@ def test_resume_after_a_plugin_upgrade_is_refused(
     monkeypatch.setattr(MeanDistance, "info", MethodInfo("meandist", "1", True, False))
     with pytest.raises(FsadError, match="version 0 .*plugin's version differ.*new --out"):
         run(config(mvtec_root, tmp_path / "run", categories="alpha"), log=lambda _: None)
+    # a run.json from before it named versions: the records still say which version ran
+    path = tmp_path / "run" / "run.json"
+    old = json.loads(path.read_text())
+    del old["identity"]["methods"]
+    path.write_text(json.dumps(old))
+    with pytest.raises(FsadError, match="ran here as version 0, the installed plugin is 1"):
+        run(config(mvtec_root, tmp_path / "run", categories="alpha"), log=lambda _: None)
 
 
 def test_a_lost_score_file_is_played_again(mvtec_root: Path, tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ FIT_REFERENCES = ("reset", "continue")
 
 class AnoGrad(PretrainedState, MethodBase):
     info: ClassVar[MethodInfo] = MethodInfo(
-        name="anograd", version="1.0", produces_maps=False, needs_meta_train=True
+        name="anograd", version="1.1", produces_maps=False, needs_meta_train=True
     )
     defaults: ClassVar[dict[str, Any]] = {
         "input_size": 64,

@@ -35,7 +35,7 @@ from fsad_methods.meta_riad.core import (
 
 class MetaRIAD(MethodBase):
     info: ClassVar[MethodInfo] = MethodInfo(
-        name="meta_riad", version="1.0", produces_maps=True, needs_meta_train=True
+        name="meta_riad", version="1.1", produces_maps=True, needs_meta_train=True
     )
     defaults: ClassVar[dict[str, Any]] = {
         "input_size": 64,

@@ -67,7 +67,7 @@ def split_stages(model: nn.Module, layers: tuple[int, ...]) -> list[nn.Sequentia
 
 class RegAD(MethodBase):
     info: ClassVar[MethodInfo] = MethodInfo(
-        name="regad", version="1.0", produces_maps=True, needs_meta_train=True
+        name="regad", version="1.1", produces_maps=True, needs_meta_train=True
     )
     defaults: ClassVar[dict[str, Any]] = {
         "backbone": "auto",  # resnet18 if its weights are local, else efficientnet_lite0

@@ -25,7 +25,7 @@ from fsad_methods.riad.core import RIADModel
 
 class RIAD(PretrainedState, MethodBase):
     info: ClassVar[MethodInfo] = MethodInfo(
-        name="riad", version="1.0", produces_maps=True, needs_meta_train=True
+        name="riad", version="1.1", produces_maps=True, needs_meta_train=True
     )
     defaults: ClassVar[dict[str, Any]] = {
         "input_size": 64,
