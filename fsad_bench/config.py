@@ -59,8 +59,19 @@ def parse_params(items: list[str] | Mapping[str, Any] | None) -> dict[str, dict[
             raise FsadError(
                 f"--param {item!r}: use METHOD.KEY=VALUE, e.g. patchcore.coreset_ratio=0.25"
             )
-        params.setdefault(method, {})[key] = yaml.safe_load(value)
+        params.setdefault(method, {})[key] = _scalar(value)
     return params
+
+
+def _scalar(text: str) -> Any:
+    """A YAML scalar, except that ``1e-4`` is a number (YAML 1.1 reads it as text)."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and any(ch.isdigit() for ch in value):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def apply_weights(

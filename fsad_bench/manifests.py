@@ -28,11 +28,13 @@ def freeze_manifest(protocol: Protocol, out: Path | None = None) -> Path:
     path = out or protocol.manifest_path()
     if path is None:
         raise ProtocolError(f"{protocol.ref} names no support_manifest; pass --out PATH")
-    owner = _owner(path) if out is None else None
-    if owner not in (None, protocol.name):  # inherited through include:
+    wanted = {manifest_key(e.category, e.k, e.seed) for e in protocol.episodes()}
+    extra = sorted(set(_frozen_keys(path)) - wanted) if out is None else []
+    if extra:  # shared through include: with a protocol that has more episodes
         raise ProtocolError(
-            f"{path} is the support manifest of protocol {owner}, which {protocol.name} "
-            f"takes its supports from; freeze {owner} instead, or pass --out PATH"
+            f"{path} also holds {len(extra)} episode(s) that {protocol.ref} does not have "
+            f"(e.g. {extra[0]}): it is shared with the protocol that {protocol.name} "
+            "includes; freeze that one, or pass --out PATH"
         )
     categories = load_categories(protocol)
     supports: dict[str, list[SupportEntry]] = {}
@@ -47,12 +49,12 @@ def freeze_manifest(protocol: Protocol, out: Path | None = None) -> Path:
     return path
 
 
-def _owner(path: Path) -> str | None:
-    """The protocol an existing manifest file was frozen for."""
+def _frozen_keys(path: Path) -> list[str]:
+    """The episodes an existing manifest file holds (none if it is absent or unreadable)."""
     try:
-        return str(json.loads(path.read_text(encoding="utf-8"))["protocol"])
+        return list(json.loads(path.read_text(encoding="utf-8"))["supports"])
     except (OSError, ValueError, KeyError, TypeError):
-        return None
+        return []
 
 
 def manifest_from_counts(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path, PurePosixPath
@@ -237,7 +238,10 @@ def write_manifest(path: Path, protocol: Protocol, supports: dict[str, list[Supp
         "supports": {key: [asdict(e) for e in supports[key]] for key in sorted(supports)},
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    # whole or absent: a kill or a full disk mid-write must not leave a torn manifest
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def support_hash(entries: Sequence[SupportEntry]) -> str:

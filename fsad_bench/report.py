@@ -235,13 +235,14 @@ def backbone_init(records: Iterable[EpisodeRecord]) -> str:
 
 
 def run_categories(run_dir: Path) -> list[str] | None:
-    """The protocol categories the run's run.json lists; None when it cannot say."""
+    """The protocol categories a run's run.json lists; None when it cannot say. A local
+    run may be partial (killed, --categories, failed episodes): these say what is missing."""
     try:
         config = json.loads((Path(run_dir) / RUN_CONFIG).read_text(encoding="utf-8"))
         categories = config["protocol"]["categories"]
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    if not isinstance(categories, list):
+    if not isinstance(categories, list) or not categories:
         return None
     return [str(c) for c in categories]
 

@@ -212,7 +212,11 @@ def _with_earlier(
 ) -> dict[str, list[SupportEntry]]:
     """This call's supports plus those an earlier call in the same directory recorded."""
     path = out_dir / SUPPORTS
-    return {**(load_manifest(path) if path.exists() else {}), **supports}
+    try:
+        earlier = load_manifest(path) if path.exists() else {}
+    except ProtocolError:  # a copy for the record, rebuilt from the protocol on every call
+        earlier = {}
+    return {**earlier, **supports}
 
 
 def build_tasks(

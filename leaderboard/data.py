@@ -19,16 +19,14 @@ import pandas as pd
 
 from fsad_bench.errors import FsadError
 from fsad_bench.records import STATUS_OK, EpisodeRecord
-from fsad_bench.report import aggregate, method_label
+from fsad_bench.report import aggregate, method_label, run_categories
 from fsad_bench.results import latest_by_key, read_records
 from fsad_bench.submission import (
     MAX_FILE_BYTES,
-    RUN_CONFIG,
     Submission,
     backbone_init,
     find_submissions,
     load_submission,
-    read_json,
 )
 
 PUBLISHED_CSV = Path("reference") / "published.csv"
@@ -103,7 +101,7 @@ def reproduced_rows(
     frames = []
     for label in sorted({method_label(r) for r in ok}):
         mine = [r for r in ok if method_label(r) == label]
-        long = aggregate(mine)
+        long = aggregate(mine, categories)
         init = backbone_init(mine)
         timing = pd.DataFrame(
             {"k": [r.k for r in mine], "ms": [r.timing.get("predict_ms_per_image") for r in mine]}
@@ -151,18 +149,6 @@ def load_published(root: Path) -> pd.DataFrame:
     frame["origin"] = "published tables"
     frame["n_seeds"] = pd.to_numeric(frame["n_seeds"], errors="coerce")
     return frame[COLUMNS]
-
-
-def run_categories(run_dir: Path) -> list[str] | None:
-    """The protocol categories a run's run.json lists; None when it cannot say (a local run
-    may be partial: killed, --categories, failed episodes)."""
-    try:
-        categories = read_json(Path(run_dir), RUN_CONFIG)["protocol"]["categories"]
-    except (FsadError, OSError, KeyError, TypeError):
-        return None
-    if not isinstance(categories, list) or not categories:
-        return None
-    return [str(c) for c in categories]
 
 
 def load_run(run_dir: Path) -> pd.DataFrame:

@@ -158,3 +158,10 @@ def test_rerun_of_a_failed_run_still_fails_and_names_the_fix(
     again = runner.invoke(app, args)
     assert again.exit_code == 1, again.output
     assert "failed in an earlier run here" in again.output and "--retry-failed" in again.output
+
+
+def test_param_values_are_yaml_scalars_and_exponents_are_numbers() -> None:
+    from fsad_bench.config import parse_params
+
+    parsed = parse_params(["riad.fit_lr=1e-4", "riad.cells=[2, 4]", "patchcore.weights=v2.pth"])
+    assert parsed == {"riad": {"fit_lr": 1e-4, "cells": [2, 4]}, "patchcore": {"weights": "v2.pth"}}

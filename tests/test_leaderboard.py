@@ -227,6 +227,14 @@ def test_ranking_shows_how_many_categories_each_entry_covers(tmp_path: Path) -> 
     local = tables.select(board.frame, entries=[e for e in board.frame["entry"] if "local" in e])
     assert list(categories_shown(local, "1").values()) == ["2/2"]
     assert list(categories_shown(local, "4").values()) == ["1/2"]
+    # like its report, no mean over only the categories it has (no ranking on one of two),
+    # even when a category is missing at every K (as with --categories)
+    means = local[(local["category"] == "mean") & (local["metric"] == "image_auroc")]
+    assert means.set_index("k")["mean"].isna().to_dict() == {"1": False, "4": True}
+    brick = make_run(tmp_path / "brick")
+    edit_lines(brick / "records.jsonl", lambda rows: [r for r in rows if r["category"] == "brick"])
+    rows = data.load_run(brick)
+    assert rows[(rows["category"] == "mean")]["mean"].isna().all()
     (partial / "run.json").unlink()
     assert list(categories_shown(data.load_run(partial), "4").values()) == ["1/?"]
     # a published figure covers what the paper covers

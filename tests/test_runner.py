@@ -124,6 +124,10 @@ def test_a_second_call_adds_to_the_directory_instead_of_replacing_its_bookkeepin
     assert (protocol["shots"], protocol["seeds"]) == ([1, 2], [0, 1])
     supports = json.loads((out / "support_manifest.json").read_text())["supports"]
     assert {"alpha/k1/seed0", "alpha/k2/seed1"} <= set(supports)
+    # a copy torn by a kill does not block the next call; it is rebuilt
+    (out / "support_manifest.json").write_text('{"supports": {"al')
+    run(config(mvtec_root, out, shots="2", seeds="1"), log=lambda _: None)
+    assert "alpha/k2/seed1" in json.loads((out / "support_manifest.json").read_text())["supports"]
 
 
 def test_failures_are_recorded_and_the_run_goes_on(mvtec_root: Path, tmp_path: Path) -> None:

@@ -52,8 +52,19 @@ def listing_fingerprint(categories: Iterable[Category]) -> str:
         entries = [(p, "train", None) for p in category.train_normal]
         entries += [(t.path, str(t.label), t.mask) for t in category.test]
         for path, label, mask in sorted(entries, key=lambda e: str(e[0])):
-            line = [category.name, category.relpath(path), str(Path(path).stat().st_size), label]
+            line = [category.name, _relative(category, path), _size(path), label]
             if mask is not None:
-                line += [category.relpath(mask), str(Path(mask).stat().st_size)]
+                line += [_relative(category, mask), _size(mask)]
             digest.update(("\t".join(line) + "\n").encode())
     return digest.hexdigest()[:16]
+
+
+def _relative(category: Category, path: Path) -> str:
+    try:
+        return category.relpath(path)
+    except ValueError:  # e.g. a mask folder symlinked from elsewhere
+        return Path(path).as_posix()
+
+
+def _size(path: Path) -> str:
+    return str(Path(path).stat().st_size)
