@@ -403,6 +403,8 @@ def test_folder_with_a_misnamed_normal_dir_is_an_error_not_a_dropped_category(
     tmp_path: Path,
 ) -> None:
     make_folder(tmp_path, "part")
+    (tmp_path / "__MACOSX" / "part").mkdir(parents=True)  # unzip debris is ignored
+    assert folder.discover_categories(tmp_path) == ["part"]
     plate = make_folder(tmp_path, "plate")
     (plate / "normal").rename(plate / "good")
     with pytest.raises(DatasetError) as excinfo:

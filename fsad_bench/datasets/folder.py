@@ -83,7 +83,8 @@ def discover_categories(root: Path | None) -> list[str]:
         raise DatasetError(
             f"{root}: no category folders with a normal/ folder; expected {_EXPECTED}"
         )
-    strays = [d for d in subdirs(root) if not _is_category(d)]
+    # archive debris (__MACOSX, __pycache__) is not a misnamed category
+    strays = [d for d in subdirs(root) if not _is_category(d) and not d.name.startswith("__")]
     if strays:  # a misnamed normal/ would otherwise drop a whole category without a word
         found = ", ".join(f"{c.name}/" for c in subdirs(strays[0])) or "nothing"
         raise DatasetError(
