@@ -60,6 +60,11 @@ class MethodRef:
     params: dict[str, Any]
     produces_maps: bool
 
+    @property
+    def label(self) -> str:
+        """``name`` or ``name.preset``: how the method was asked for, and reported."""
+        return f"{self.name}.{self.preset}" if self.preset else self.name
+
 
 @dataclass(frozen=True)
 class EpisodeRecord:

@@ -25,11 +25,7 @@ METRIC_LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "au
 
 
 def method_label(record: EpisodeRecord) -> str:
-    return (
-        f"{record.method.name}.{record.method.preset}"
-        if record.method.preset
-        else record.method.name
-    )
+    return record.method.label
 
 
 def records_frame(records: Sequence[EpisodeRecord]) -> pd.DataFrame:

@@ -174,12 +174,12 @@ def _check_versions(
     """Records are the last word on what ran (a run.json from before it named the versions
     cannot say): a plugin upgraded since must not add episodes beside them."""
     for record in records:
-        label = record.method.name + (f".{record.method.preset}" if record.method.preset else "")
-        now = methods.get(label)
+        now = methods.get(record.method.label)
         if now is not None and now["version"] != record.method.version:
             raise FsadError(
-                f"{path}: {label} ran here as version {record.method.version}, the installed "
-                f"plugin is {now['version']}, so its records would not compare; use a new --out"
+                f"{path}: {record.method.label} ran here as version {record.method.version}, "
+                f"the installed plugin is {now['version']}, so its records would not compare; "
+                "use a new --out"
             )
 
 
@@ -402,8 +402,7 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
 
 def _progress_line(index: int, total: int, record: EpisodeRecord, elapsed: float) -> str:
     eta = elapsed / index * (total - index)
-    label = record.method.name + (f".{record.method.preset}" if record.method.preset else "")
-    head = f"[{index}/{total} {elapsed:5.0f}s, eta {eta:4.0f}s] {label} "
+    head = f"[{index}/{total} {elapsed:5.0f}s, eta {eta:4.0f}s] {record.method.label} "
     head += f"{record.category} k={record.k} seed={record.seed}: "
     if record.status != STATUS_OK:
         return head + f"FAILED {record.error}"
