@@ -64,11 +64,28 @@ def test_aggregate_features_shapes_and_local_average() -> None:
     assert aggregate_features([fine, coarse], embed_dim=5).shape == (2, 5, 8, 8)
 
 
+def test_border_average_counts_zero_padding_as_the_reference_code() -> None:
+    """A corner's 3x3 window holds 4 pixels inside and 5 of zero padding: the sum over 9 by
+    default (official PatchCore, anomalib), the sum over the 4 inside with count_padding=False."""
+    feature = torch.arange(1.0, 17.0).reshape(1, 1, 4, 4)
+    corner_sum = 1.0 + 2.0 + 5.0 + 6.0  # rows 0-1, columns 0-1
+    edge_sum = (1.0 + 2.0 + 3.0) + (5.0 + 6.0 + 7.0)  # top edge at column 1: 6 inside
+    counted = aggregate_features([feature])[0, 0]
+    ignored = aggregate_features([feature], count_padding=False)[0, 0]
+    expected_counted = torch.tensor([corner_sum / 9, edge_sum / 9])
+    expected_ignored = torch.tensor([corner_sum / 4, edge_sum / 6])
+    torch.testing.assert_close(counted[0, :2], expected_counted)
+    torch.testing.assert_close(ignored[0, :2], expected_ignored)
+    # inside the map both are the plain 3x3 mean
+    torch.testing.assert_close(counted[1, 1], feature[0, 0, :3, :3].mean())
+    torch.testing.assert_close(ignored[1, 1], feature[0, 0, :3, :3].mean())
+
+
 def test_channel_pooling_weights_every_layer_equally() -> None:
     """A 2-channel layer of zeros and an 8-channel layer of ones pool to half zeros, half ones."""
     narrow, wide = torch.zeros(1, 2, 4, 4), torch.ones(1, 8, 4, 4)
     out = aggregate_features([narrow, wide], embed_dim=2)
-    torch.testing.assert_close(out[0, :, 0, 0], torch.tensor([0.0, 1.0]))
+    torch.testing.assert_close(out[0, :, 1, 1], torch.tensor([0.0, 1.0]))
 
 
 class PixelFeatures(nn.Module):

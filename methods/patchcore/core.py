@@ -25,8 +25,15 @@ def _pool_channels(feature: Tensor, width: int) -> Tensor:
     return flat.reshape(n, h, w, width).permute(0, 3, 1, 2)
 
 
-def aggregate_features(features: Sequence[Tensor], embed_dim: int | None = None) -> Tensor:
+def aggregate_features(
+    features: Sequence[Tensor], embed_dim: int | None = None, count_padding: bool = True
+) -> Tensor:
     """3x3 local average per layer, upsampled to the finest layer and concatenated.
+
+    ``count_padding`` (default) divides every 3x3 sum by 9, so the zero padding at the border
+    counts, as the official code's zero-padded unfolding and anomalib's ``AvgPool2d(3, 1, 1)``
+    do; False averages only the positions inside the map (fsad-bench's PatchCore 1.0), which
+    measured 0.03-0.06 image AUROC lower on real photos (methods/patchcore/README.md).
 
     With ``embed_dim`` each layer is first pooled to ``embed_dim`` channels and the
     concatenation then to ``embed_dim``, as the PatchCore paper does, so every layer has
@@ -36,7 +43,7 @@ def aggregate_features(features: Sequence[Tensor], embed_dim: int | None = None)
     target = features[0].shape[-2:]
     pooled = []
     for feature in features:
-        feature = F.avg_pool2d(feature, 3, stride=1, padding=1, count_include_pad=False)
+        feature = F.avg_pool2d(feature, 3, stride=1, padding=1, count_include_pad=count_padding)
         if feature.shape[-2:] != target:
             feature = F.interpolate(feature, size=target, mode="bilinear", align_corners=False)
         pooled.append(feature)
@@ -140,6 +147,7 @@ class PatchCoreModel:
         num_neighbours: int = 1,
         sigma: float = 4.0,
         embed_dim: int | None = None,
+        count_padding: bool = True,
     ) -> None:
         if not 0 < coreset_ratio <= 1:
             raise ValueError(f"coreset_ratio must be in (0, 1], got {coreset_ratio}")
@@ -149,13 +157,14 @@ class PatchCoreModel:
         self.num_neighbours = num_neighbours
         self.sigma = sigma
         self.embed_dim = embed_dim
+        self.count_padding = count_padding
         self.search = FaissNearestNeighbours()
         self.bank_size = 0
 
     @torch.no_grad()
     def embed(self, images: Tensor) -> Tensor:
         """(N,3,H,W) -> (N,C,h,w) patch embeddings."""
-        return aggregate_features(self.extractor(images), self.embed_dim)
+        return aggregate_features(self.extractor(images), self.embed_dim, self.count_padding)
 
     @torch.no_grad()
     def fit(self, images: Tensor, generator: torch.Generator) -> None:

@@ -14,7 +14,7 @@ from fsad_methods.patchcore.core import PatchCoreModel
 
 class PatchCore(MethodBase):
     info: ClassVar[MethodInfo] = MethodInfo(
-        name="patchcore", version="1.0", produces_maps=True, needs_meta_train=False
+        name="patchcore", version="1.1", produces_maps=True, needs_meta_train=False
     )
     defaults: ClassVar[dict[str, Any]] = {
         "backbone": "efficientnet_lite0",
@@ -25,12 +25,14 @@ class PatchCore(MethodBase):
         "num_neighbours": 1,
         "sigma": 4.0,
         "embed_dim": None,
+        "count_padding": True,
     }
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "lite0": {"backbone": "efficientnet_lite0"},
         "r18": {"backbone": "resnet18"},
         "wrn50": {"backbone": "wide_resnet50_2", "embed_dim": 1024},
         "full_bank": {"coreset_ratio": 1.0},
+        "ignore_padding": {"count_padding": False},
     }
 
     def __init__(self, **params: Any) -> None:
@@ -60,6 +62,7 @@ class PatchCore(MethodBase):
             num_neighbours=self.params["num_neighbours"],
             sigma=self.params["sigma"],
             embed_dim=self.params["embed_dim"],
+            count_padding=self.params["count_padding"],
         )
         # the runner seeds torch per episode; drawing from it makes that seed apply here
         generator = episode_generator()
