@@ -1,7 +1,16 @@
-"""Image AUROC, pixel AUROC and exact AUPRO; numpy in, Python float out.
+"""Image and pixel AUROC, AP and F1-max, and exact AUPRO; numpy in, Python float out.
 
-An undefined metric (a test set without normal or without anomalous samples) is ``nan``,
-never a made-up 0.5: a record must not look like a chance-level result when it is none.
+An undefined metric is ``nan``, never a made-up 0.5 or 0: a record must not look like a
+chance-level result when it is none. AUROC, AP and F1-max are ``nan`` unless the test set
+holds both classes (images, or pixels for the pixel metrics); AUPRO is ``nan`` without a
+defect region or a normal pixel. With no anomalous sample, recall is 0/0 and AP and F1-max
+are undefined. With no normal sample, precision is 1 at every threshold, so AP = F1-max = 1
+for any scores whatsoever: a number that says nothing about the method, hence ``nan`` too.
+
+AP and F1-max follow scikit-learn's ``average_precision_score`` (step sum of
+(R_n - R_{n-1}) P_n, no interpolation) and the maximum of 2PR/(P+R) over every point of
+``precision_recall_curve``; every distinct score is a threshold and tied scores enter
+together.
 """
 
 from __future__ import annotations
@@ -13,7 +22,30 @@ from scipy import ndimage
 from sklearn.metrics import roc_auc_score
 
 AUPRO_VERSION = "aupro-exact-v1"
-METRICS_VERSION = f"fsad-metrics-v1+{AUPRO_VERSION}"
+# v2: image/pixel AP and F1-max added; image AUROC, pixel AUROC and AUPRO are unchanged.
+METRICS_VERSION = f"fsad-metrics-v2+{AUPRO_VERSION}"
+
+# Every metric this module computes, in display order, with its human label. The lead will
+# make these the one home for metric names and labels (today records.METRIC_NAMES and
+# report.METRIC_LABELS list the first three).
+ALL_METRICS = (
+    "image_auroc",
+    "image_ap",
+    "image_f1_max",
+    "pixel_auroc",
+    "pixel_ap",
+    "pixel_f1_max",
+    "aupro",
+)
+METRIC_LABELS = {
+    "image_auroc": "image AUROC",
+    "image_ap": "image AP",
+    "image_f1_max": "image F1-max",
+    "pixel_auroc": "pixel AUROC",
+    "pixel_ap": "pixel AP",
+    "pixel_f1_max": "pixel F1-max",
+    "aupro": "AUPRO@0.3",
+}
 
 # 8-connectivity inside each image, none across images of the stack.
 _EIGHT_CONNECTED_PER_IMAGE = np.zeros((3, 3, 3), dtype=bool)
@@ -22,13 +54,7 @@ _EIGHT_CONNECTED_PER_IMAGE[1] = True
 
 def image_auroc(labels: np.ndarray, scores: np.ndarray) -> float:
     """AUROC of per-image scores (higher = more anomalous); nan unless both classes occur."""
-    labels = _binary(labels, "labels")
-    scores = _finite(scores, "scores")
-    if labels.ndim != 1 or labels.shape != scores.shape:
-        raise ValueError(
-            f"labels and scores must be 1-D arrays of the same length, "
-            f"got shapes {labels.shape} and {scores.shape}"
-        )
+    labels, scores = _check_scores(labels, scores)
     if labels.all() or not labels.any():
         return math.nan
     return float(roc_auc_score(labels, scores))
@@ -50,6 +76,70 @@ def pixel_auroc(masks: np.ndarray, maps: np.ndarray) -> float:
     not_above = np.searchsorted(normal, defect, side="right")
     wins = below.sum(dtype=np.int64) + 0.5 * (not_above - below).sum(dtype=np.int64)
     return float(wins / (float(normal.size) * float(defect.size)))
+
+
+def image_ap(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Average precision of per-image scores; nan unless both classes occur."""
+    labels, scores = _check_scores(labels, scores)
+    return _average_precision(scores[~labels], scores[labels])
+
+
+def image_f1_max(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Best F1 over all thresholds on per-image scores; nan unless both classes occur."""
+    labels, scores = _check_scores(labels, scores)
+    return _f1_max(scores[~labels], scores[labels])
+
+
+def pixel_ap(masks: np.ndarray, maps: np.ndarray) -> float:
+    """Average precision over all pixels of all images; nan unless both classes occur."""
+    masks, maps = _check_maps(masks, maps)
+    return _average_precision(maps[~masks], maps[masks])
+
+
+def pixel_f1_max(masks: np.ndarray, maps: np.ndarray) -> float:
+    """Best F1 over all thresholds on all pixels of all images; nan unless both classes occur."""
+    masks, maps = _check_maps(masks, maps)
+    return _f1_max(maps[~masks], maps[masks])
+
+
+def _average_precision(normal: np.ndarray, defect: np.ndarray) -> float:
+    counts = _pr_counts(normal, defect)
+    if counts is None:
+        return math.nan
+    tp, fp = counts
+    gained = np.diff(tp, prepend=0)
+    return float(np.sum(gained * (tp / (tp + fp))) / defect.size)
+
+
+def _f1_max(normal: np.ndarray, defect: np.ndarray) -> float:
+    """2PR/(P+R) with P = tp/(tp+fp), R = tp/n_defect is 2 tp / (n_defect + tp + fp)."""
+    counts = _pr_counts(normal, defect)
+    if counts is None:
+        return math.nan
+    tp, fp = counts
+    return float(np.max(2.0 * tp / (defect.size + tp + fp)))
+
+
+def _pr_counts(normal: np.ndarray, defect: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """True and false positives at each distinct defect score t, highest first (score >= t).
+
+    These thresholds suffice for both AP and F1-max. Recall moves only at defect scores, so
+    other thresholds add (R_n - R_{n-1}) P_n = 0 to AP; between two defect scores tp is
+    fixed and fp can only grow downwards, so F1 = 2 tp / (n_defect + tp + fp) peaks at a
+    defect score (above the highest one tp = 0 and F1 = 0). One sort of each class replaces
+    sklearn's argsort of all samples with its gathers. None when a class is missing.
+    ``normal`` and ``defect`` are private copies and are sorted in place.
+    """
+    if normal.size == 0 or defect.size == 0:
+        return None
+    normal.sort()
+    defect.sort()
+    first_of_tie = np.ones(defect.size, dtype=bool)
+    first_of_tie[1:] = defect[1:] != defect[:-1]
+    start = np.flatnonzero(first_of_tie)[::-1]
+    tp = defect.size - start
+    fp = normal.size - np.searchsorted(normal, defect[start], side="left")
+    return tp, fp
 
 
 def aupro(maps: np.ndarray, masks: np.ndarray, limit: float = 0.3) -> float:
@@ -132,6 +222,17 @@ def _check_limit(limit: float) -> float:
     if not 0.0 < value <= 1.0:
         raise ValueError(f"aupro limit must be a number in (0, 1], got {limit!r}")
     return value
+
+
+def _check_scores(labels: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    labels = _binary(labels, "labels")
+    scores = _finite(scores, "scores")
+    if labels.ndim != 1 or labels.shape != scores.shape:
+        raise ValueError(
+            f"labels and scores must be 1-D arrays of the same length, "
+            f"got shapes {labels.shape} and {scores.shape}"
+        )
+    return labels, scores
 
 
 def _check_maps(masks: np.ndarray, maps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

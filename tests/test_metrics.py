@@ -1,5 +1,6 @@
 """Metrics against independent implementations: a plain full-sort AUPRO, the literal
-threshold-by-threshold definition, pairwise AUROC counts and hand-derived values."""
+threshold-by-threshold definitions, pairwise AUROC counts, scikit-learn's AP and
+precision-recall curve, and hand-derived values."""
 
 from __future__ import annotations
 
@@ -12,9 +13,23 @@ from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 from scipy import ndimage
 from scipy.stats import rankdata
-from sklearn.metrics import roc_auc_score
+from sklearn.metrics import average_precision_score, precision_recall_curve, roc_auc_score
 
-from fsad_bench.metrics import AUPRO_VERSION, METRICS_VERSION, aupro, image_auroc, pixel_auroc
+from fsad_bench import metrics
+from fsad_bench.metrics import (
+    ALL_METRICS,
+    AUPRO_VERSION,
+    METRIC_LABELS,
+    METRICS_VERSION,
+    aupro,
+    image_ap,
+    image_auroc,
+    image_f1_max,
+    pixel_ap,
+    pixel_auroc,
+    pixel_f1_max,
+)
+from fsad_bench.records import METRIC_NAMES
 
 # ---------------------------------------------------------------------------------------------
 # Independent references
@@ -352,3 +367,239 @@ def test_outputs_are_python_floats() -> None:
     values = [image_auroc(np.array([1, 0]), maps.max(axis=(1, 2))), pixel_auroc(masks, maps)]
     values.append(aupro(maps, masks))
     assert all(type(value) is float for value in values)
+
+
+# ---------------------------------------------------------------------------------------------
+# Average precision and F1-max
+
+
+def sklearn_pr(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """AP and F1-max from scikit-learn on flattened arrays; nan when a class is missing."""
+    labels, scores = np.asarray(labels).astype(bool).ravel(), np.asarray(scores).ravel()
+    if labels.all() or not labels.any():
+        return math.nan, math.nan
+    precision, recall, _ = precision_recall_curve(labels, scores)
+    total = precision + recall
+    f1 = np.divide(2 * precision * recall, total, out=np.zeros_like(total), where=total > 0)
+    return float(average_precision_score(labels, scores)), float(f1.max())
+
+
+def literal_pr(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    """The definitions read aloud: count P and R at each distinct threshold (tiny inputs)."""
+    labels, scores = np.asarray(labels).astype(bool).ravel(), np.asarray(scores).ravel()
+    if labels.all() or not labels.any():
+        return math.nan, math.nan
+    ap, f1_max, previous_recall = 0.0, 0.0, 0.0
+    for threshold in sorted(set(scores.tolist()), reverse=True):
+        above = scores >= threshold
+        precision = (above & labels).sum() / above.sum()
+        recall = (above & labels).sum() / labels.sum()
+        ap += (recall - previous_recall) * precision
+        previous_recall = recall
+        if precision + recall > 0:
+            f1_max = max(f1_max, 2 * precision * recall / (precision + recall))
+    return ap, f1_max
+
+
+def pixel_pr(masks: np.ndarray, maps: np.ndarray) -> tuple[float, float]:
+    return pixel_ap(masks, maps), pixel_f1_max(masks, maps)
+
+
+def image_pr(labels: np.ndarray, scores: np.ndarray) -> tuple[float, float]:
+    return image_ap(labels, scores), image_f1_max(labels, scores)
+
+
+def same_pair(a: tuple[float, float], b: tuple[float, float], tol: float = 1e-12) -> bool:
+    return same(a[0], b[0], tol) and same(a[1], b[1], tol)
+
+
+tied_image_cases = st.integers(0, 30).flatmap(
+    lambda n: st.tuples(
+        hnp.arrays(np.int64, n, elements=st.integers(0, 1)),
+        hnp.arrays(np.float64, n, elements=st.sampled_from([0.0, 0.25, 0.5, 1.0, -3.0])),
+    )
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(stacks(max_side=4))
+def test_literal_pr_reference_matches_sklearn(stack: tuple[np.ndarray, np.ndarray]) -> None:
+    maps, masks = stack
+    assert same_pair(literal_pr(masks, maps), sklearn_pr(masks, maps))
+
+
+@settings(max_examples=300, deadline=None)
+@given(stacks())
+def test_pixel_pr_metrics_match_sklearn(stack: tuple[np.ndarray, np.ndarray]) -> None:
+    maps, masks = stack
+    assert same_pair(pixel_pr(masks, maps), sklearn_pr(masks, maps))
+
+
+@settings(max_examples=200, deadline=None)
+@given(tied_image_cases)
+def test_image_pr_metrics_match_sklearn_and_definition(case: tuple[np.ndarray, np.ndarray]) -> None:
+    labels, scores = case
+    assert same_pair(image_pr(labels, scores), sklearn_pr(labels, scores))
+    assert same_pair(image_pr(labels, scores), literal_pr(labels, scores))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("levels", [None, 3, 7, 50])
+def test_pixel_pr_metrics_match_sklearn_on_blobs(dtype: type, levels: int | None) -> None:
+    rng = np.random.default_rng(8)
+    masks = blob_masks(rng, 16, 64)
+    maps = (ndimage.gaussian_filter(rng.random(masks.shape), 1) + 0.2 * masks).astype(dtype)
+    if levels is not None:  # heavy ties between normal and defect pixels
+        maps = np.round(maps * levels) / levels
+    assert masks.any() and (~masks).any()
+    assert same_pair(pixel_pr(masks, maps), sklearn_pr(masks, maps))
+
+
+@pytest.mark.parametrize("levels", [None, 2, 5])
+def test_image_pr_metrics_match_sklearn_on_many_images(levels: int | None) -> None:
+    rng = np.random.default_rng(9)
+    labels = rng.random(500) < 0.4
+    scores = rng.standard_normal(500) + 1.0 * labels
+    if levels is not None:
+        scores = np.round(scores * levels) / levels
+    assert same_pair(image_pr(labels.astype(np.uint8), scores), sklearn_pr(labels, scores))
+
+
+def test_pr_hand_computed_values() -> None:
+    # Scores 0.9 (defect), 0.8 (normal), 0.7 (defect), 0.1 (normal). Thresholds give (P, R):
+    # (1, 1/2), (1/2, 1/2), (2/3, 1), (1/2, 1). AP = 1/2 * 1 + 1/2 * 2/3 = 5/6.
+    # F1 = 2PR/(P+R): 2/3, 1/2, 4/5, 2/3 -> 4/5.
+    labels = np.array([1, 0, 1, 0])
+    scores = np.array([0.9, 0.8, 0.7, 0.1])
+    assert image_ap(labels, scores) == pytest.approx(5 / 6, abs=1e-12)
+    assert image_f1_max(labels, scores) == pytest.approx(4 / 5, abs=1e-12)
+    masks, maps = labels.reshape(1, 2, 2), scores.reshape(1, 2, 2)
+    assert pixel_ap(masks, maps) == pytest.approx(5 / 6, abs=1e-12)
+    assert pixel_f1_max(masks, maps) == pytest.approx(4 / 5, abs=1e-12)
+
+
+def test_pr_tie_between_normal_and_defect_is_one_step() -> None:
+    # The defect shares 0.5 with a normal: one threshold with P = 1/2, R = 1, so AP = 1/2 and
+    # F1 = 2/3. Counting the tied defect before the normal would give AP = F1 = 1.
+    labels = np.array([1, 0, 0])
+    assert image_ap(labels, np.array([0.5, 0.5, 0.1])) == pytest.approx(0.5, abs=1e-12)
+    assert image_f1_max(labels, np.array([0.5, 0.5, 0.1])) == pytest.approx(2 / 3, abs=1e-12)
+    # Two defects, one tied with a normal: thresholds 0.9 -> (P, R) = (1, 1/2), 0.5 -> (2/3, 1).
+    # AP = 1/2 + 1/2 * 2/3 = 5/6, F1-max = 4/5; the tied defect first would give 1 and 1.
+    labels = np.array([1, 1, 0, 0])
+    scores = np.array([0.9, 0.5, 0.5, 0.1])
+    assert image_ap(labels, scores) == pytest.approx(5 / 6, abs=1e-12)
+    assert image_f1_max(labels, scores) == pytest.approx(4 / 5, abs=1e-12)
+
+
+def test_pr_all_tied_scores_give_the_positive_rate() -> None:
+    # One threshold: P = positive rate p, R = 1. AP = p, F1-max = 2p / (1 + p).
+    masks = blob_masks(np.random.default_rng(10), 6, 32)
+    masks[0, 3:6, 3:6] = True
+    rate = masks.mean()
+    maps = np.full(masks.shape, 0.25, dtype=np.float32)
+    assert pixel_ap(masks, maps) == pytest.approx(rate, abs=1e-12)
+    assert pixel_f1_max(masks, maps) == pytest.approx(2 * rate / (1 + rate), abs=1e-12)
+
+
+def test_pr_perfect_maps_score_one() -> None:
+    rng = np.random.default_rng(11)
+    masks = blob_masks(rng, 6, 24)
+    masks[0, :4, :4] = True
+    maps = rng.random(masks.shape) + 2 * masks
+    assert pixel_ap(masks, maps) == pytest.approx(1.0, abs=1e-12)
+    assert pixel_f1_max(masks, maps) == pytest.approx(1.0, abs=1e-12)
+    assert pixel_ap(masks, -maps) < 0.5  # inverted maps: all normals rank first
+
+
+@settings(max_examples=100, deadline=None)
+@given(stacks())
+def test_pr_metrics_depend_only_on_score_order(stack: tuple[np.ndarray, np.ndarray]) -> None:
+    maps, masks = stack
+    ranks = rankdata(maps, method="dense").reshape(maps.shape)
+    assert same_pair(pixel_pr(masks, maps), pixel_pr(masks, ranks))
+    shuffled = np.random.default_rng(0).permutation(len(maps))
+    assert same_pair(pixel_pr(masks, maps), pixel_pr(masks[shuffled], maps[shuffled]))
+    for value in pixel_pr(masks, maps):
+        assert math.isnan(value) or 0.0 < value <= 1.0
+
+
+def test_pr_undefined_is_nan() -> None:
+    # No anomalous sample: recall is 0/0. No normal sample: sklearn gives 1 whatever the
+    # scores, which says nothing about the method; both are nan.
+    maps = np.random.default_rng(12).random((2, 4, 4))
+    for masks in (np.zeros(maps.shape), np.ones(maps.shape)):
+        assert all(math.isnan(value) for value in pixel_pr(masks, maps))
+    assert average_precision_score(np.ones(maps.size), maps.ravel()) == 1.0
+    assert average_precision_score(np.ones(maps.size), -maps.ravel()) == 1.0
+    for labels in (np.zeros(5), np.ones(5, dtype=bool)):
+        assert all(math.isnan(value) for value in image_pr(labels, np.arange(5.0)))
+    assert all(math.isnan(value) for value in image_pr(np.zeros(0), np.zeros(0)))
+
+
+@pytest.mark.parametrize(("masks", "maps", "message"), BAD_PIXEL_INPUTS)
+def test_pixel_pr_metrics_reject_bad_input(
+    masks: np.ndarray, maps: np.ndarray, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        pixel_ap(masks, maps)
+    with pytest.raises(ValueError, match=message):
+        pixel_f1_max(masks, maps)
+
+
+@pytest.mark.parametrize("metric", [image_auroc, image_ap, image_f1_max])
+@pytest.mark.parametrize(
+    ("labels", "scores", "message"),
+    [
+        (np.array([0, 1]), np.array([0.1, 0.2, 0.3]), "same length"),
+        (np.array([[0, 1]]), np.array([[0.1, 0.2]]), "1-D"),
+        (np.array([0, 2]), np.array([0.1, 0.2]), "0 and 1"),
+        (np.array([0, 1]), np.array([0.1, np.inf]), "NaN or inf"),
+        (np.array([0, 1]), np.array(["a", "b"]), "numeric"),
+    ],
+)
+def test_image_metrics_reject_bad_input(
+    metric: object, labels: np.ndarray, scores: np.ndarray, message: str
+) -> None:
+    with pytest.raises(ValueError, match=message):
+        metric(labels, scores)  # type: ignore[operator]
+
+
+def test_pr_metrics_leave_inputs_unchanged_and_return_floats() -> None:
+    rng = np.random.default_rng(13)
+    masks = blob_masks(rng, 4, 16)
+    masks[0, :3, :3] = True
+    maps = rng.random(masks.shape).astype(np.float32)
+    maps_before, masks_before = maps.copy(), masks.copy()
+    labels, scores = masks.any(axis=(1, 2)), maps.max(axis=(1, 2))
+    scores_before = scores.copy()
+    values = [*pixel_pr(masks, maps), *image_pr(labels, scores)]
+    assert all(type(value) is float for value in values)
+    assert np.array_equal(maps, maps_before) and np.array_equal(masks, masks_before)
+    assert np.array_equal(scores, scores_before)
+
+
+def test_pixel_pr_metrics_copy_float32_maps_once() -> None:
+    # Bounded memory on MVTec-size stacks: one float32 copy of the normal pixels plus small
+    # per-threshold arrays; a float64 temporary of the pixels alone would pass 2x.
+    import tracemalloc
+
+    rng = np.random.default_rng(14)
+    masks = rng.random((10, 128, 128)) < 0.05
+    maps = (rng.random(masks.shape) + 0.3 * masks).astype(np.float32)
+    for metric in (pixel_ap, pixel_f1_max):
+        tracemalloc.start()
+        try:
+            metric(masks, maps)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 2 * maps.nbytes, f"{metric.__name__} peak {peak / maps.nbytes:.2f}x maps"
+
+
+def test_metric_names_and_labels() -> None:
+    assert set(METRIC_NAMES) <= set(ALL_METRICS)
+    assert len(set(ALL_METRICS)) == len(ALL_METRICS) == 7
+    assert list(METRIC_LABELS) == list(ALL_METRICS)
+    assert all(callable(getattr(metrics, name)) for name in ALL_METRICS)
+    assert METRICS_VERSION.startswith("fsad-metrics-v2+")
