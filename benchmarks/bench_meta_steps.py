@@ -4,7 +4,7 @@ Each method is built with its plugin defaults (input size, width, batch sizes) o
 images of the default internal size; the step is the unit its meta_fit repeats.
 
 pytest benchmarks/bench_meta_steps.py --benchmark-enable     (pytest-benchmark tables)
-python benchmarks/bench_meta_steps.py [--threads N]          (timings and the MAML ratio)
+python benchmarks/bench_meta_steps.py [--threads N] [--repeats R] [--smoke]   (timings, MAML ratio)
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = {}
     for name, build in STEPS.items():
         # two warm-up calls: torch.func and oneDNN set themselves up on the first calls
-        seconds[name] = best_time(build(), args.repeats, warmup=2).wall
+        seconds[name] = best_time(build(), args.repeats, warmup=0 if args.smoke else 2).wall
         print(f"{name:30s} {seconds[name] * 1e3:9.1f} ms")
     second, first = seconds["meta_riad second-order step"], seconds["meta_riad first-order step"]
     print(f"meta_riad: second-order / first-order = {second / first:.2f}x")

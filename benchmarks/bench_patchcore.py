@@ -1,6 +1,6 @@
 """PatchCore fit and predict per image on each EfficientNet-Lite backbone, K=8 at 256 px.
 
-python benchmarks/bench_patchcore.py [--threads N] [--repeats R]
+python benchmarks/bench_patchcore.py [--threads N] [--repeats R] [--smoke]
 pytest benchmarks/bench_patchcore.py --benchmark-enable     (pytest-benchmark tables)
 
 The process feature cache is turned off, so every predict runs the backbone (a cold episode);
@@ -22,13 +22,16 @@ from fsad_bench.testing.data import tiny_normals
 from fsad_methods.patchcore.plugin import PatchCore
 
 K, SIZE, N_TEST = 8, 256, 16
-BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+SMOKE_K, SMOKE_SIZE, SMOKE_TEST = 2, 64, 2
+BACKBONES = ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")  # the first: default
 
 
-def measure(backbone: str, repeats: int) -> dict[str, float]:
+def measure(
+    backbone: str, repeats: int, k: int = K, size: int = SIZE, n_test: int = N_TEST
+) -> dict[str, float]:
     """ms per image of fit (per support image), predict and the backbone forward alone."""
     feature_cache_off()
-    support, test = tiny_normals(K, SIZE, seed=0), tiny_normals(N_TEST, SIZE, seed=1)
+    support, test = tiny_normals(k, size, seed=0), tiny_normals(n_test, size, seed=1)
     extractor, _ = cached_feature_extractor(backbone, "pretrained", None, "cpu")
     method = PatchCore(backbone=backbone)
     torch.manual_seed(0)
@@ -38,9 +41,9 @@ def measure(backbone: str, repeats: int) -> dict[str, float]:
         t = best_times(fns, repeats)
     predict, forward = t["predict"].cpu, t["forward"].cpu
     return {
-        "fit_ms_per_support_image": 1e3 * fit / K,
-        "predict_ms_per_image": 1e3 * predict / N_TEST,
-        "forward_ms_per_image": 1e3 * forward / N_TEST,
+        "fit_ms_per_support_image": 1e3 * fit / k,
+        "predict_ms_per_image": 1e3 * predict / n_test,
+        "forward_ms_per_image": 1e3 * forward / n_test,
         "predict_over_forward": predict / forward,
         "bank": float(method.provenance()["bank"]),
     }
@@ -67,16 +70,18 @@ def test_patchcore_fit_predict(benchmark, backbone: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_bench_args(bench_parser(__doc__), argv)
+    k, size, n_test = (SMOKE_K, SMOKE_SIZE, SMOKE_TEST) if args.smoke else (K, SIZE, N_TEST)
+    backbones = BACKBONES[:1] if args.smoke else BACKBONES
     threads = torch.get_num_threads()
-    print(f"PatchCore K={K} at {SIZE} px, {N_TEST} test images in one batch, feature cache off")
+    print(f"PatchCore K={k} at {size} px, {n_test} test images in one batch, feature cache off")
     print(f"torch {torch.__version__}, {threads} thread(s), best of {args.repeats}")
     print(
         f"{'backbone':20s} {'fit ms/img':>10s} {'predict ms/img':>14s} {'forward ms/img':>14s} "
         f"{'predict/forward':>15s} {'bank':>6s}"
     )
-    for backbone in BACKBONES:
+    for backbone in backbones:
         try:
-            m = measure(backbone, args.repeats)
+            m = measure(backbone, args.repeats, k, size, n_test)
         except WeightsError as exc:
             print(f"{backbone:20s} skipped: {exc}")
             continue

@@ -60,27 +60,36 @@ def best_times(
 
 
 def feature_cache_off() -> None:
-    """Every call runs the backbone: a repeated batch would otherwise be a process-cache hit."""
+    """Every call runs the backbone: a repeated batch would otherwise be a process-cache hit.
+    The cache reads its bound from the environment at every use (fsad_bench.feature_cache)."""
     os.environ[feature_cache.ENV] = "0"
-    cache = feature_cache.process_cache()
-    cache.limit_bytes = 0
-    cache.entries.clear()
 
 
-def bench_parser(doc: str, repeats: int | None = 5) -> argparse.ArgumentParser:
-    """The options every benchmark script shares: --threads, and --repeats where it has them."""
+def bench_parser(doc: str, repeats: int = 5) -> argparse.ArgumentParser:
+    """The options every benchmark script shares: --threads, --repeats and --smoke."""
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
-    if repeats is not None:
-        parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument(
+        "--repeats", type=int, default=repeats, help=f"best of R timings (default {repeats})"
+    )
+    parser.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny sizes and one repeat: checks that the script runs, measures nothing",
+    )
     return parser
 
 
 def parse_bench_args(parser: argparse.ArgumentParser, argv: list[str] | None) -> argparse.Namespace:
-    """Parse, then apply --threads before anything is timed."""
+    """Parse, then apply --threads before anything is timed; --smoke means one repeat."""
     import torch
 
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        parser.error(f"--repeats must be at least 1, got {args.repeats}")
+    if args.smoke:
+        args.repeats = 1
+        print("smoke mode: tiny sizes, one repeat; the figures below measure nothing", flush=True)
     if args.threads:
         torch.set_num_threads(args.threads)
     return args

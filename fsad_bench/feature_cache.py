@@ -9,7 +9,8 @@ a cold run uses (convolutions may round differently for other batch sizes), whic
 makes a resumed run equal an uninterrupted one.
 
 Bounded in bytes (least recently used entries go first); ``FSAD_FEATURE_CACHE_MB`` sets the
-bound, 0 turns the cache off.
+bound, 0 turns the cache off. The variable is read at every use, so setting it at any time
+(a benchmark that must time the backbone, a notebook) takes effect on the next batch.
 """
 
 from __future__ import annotations
@@ -50,6 +51,17 @@ class FeatureCache:
         self.store: ByteLRU[Tensor] = ByteLRU(int(limit_mb * 2**20), tensor_bytes)
         self.hits = 0
         self.misses = 0
+
+    def resize(self, limit_mb: float) -> None:
+        """Change the bound; entries beyond it are dropped at once (0: off and empty)."""
+        limit = int(limit_mb * 2**20)
+        if limit != self.store.limit_bytes:
+            self.store.resize(limit)
+
+    def clear(self) -> None:
+        """Empty, with the hit and miss counts back at zero (a cold start, for measuring)."""
+        self.store.clear()
+        self.hits = self.misses = 0
 
     @property
     def enabled(self) -> bool:
@@ -94,8 +106,11 @@ _CACHE: FeatureCache | None = None
 
 
 def process_cache() -> FeatureCache:
-    """The one cache of this process, sized from the environment at first use."""
+    """The one cache of this process, bounded by ``FSAD_FEATURE_CACHE_MB`` as it is now."""
     global _CACHE
+    limit_mb = limit_from_env(ENV, DEFAULT_MB)
     if _CACHE is None:
-        _CACHE = FeatureCache(limit_from_env(ENV, DEFAULT_MB))
+        _CACHE = FeatureCache(limit_mb)
+    else:
+        _CACHE.resize(limit_mb)
     return _CACHE

@@ -41,6 +41,19 @@ class ByteLRU(Generic[Value]):
             self.bytes -= self.size_of(old)
         self.entries[key] = value
         self.bytes += size
+        self._evict()
+
+    def resize(self, limit_bytes: int) -> None:
+        """A new bound, effective at once: the least recently used values go until it holds
+        (0 empties the store and turns it off)."""
+        self.limit_bytes = limit_bytes
+        self._evict()
+
+    def clear(self) -> None:
+        self.entries.clear()
+        self.bytes = 0
+
+    def _evict(self) -> None:
         while self.bytes > self.limit_bytes:
             _, evicted = self.entries.popitem(last=False)
             self.bytes -= self.size_of(evicted)
@@ -52,4 +65,15 @@ def tensor_bytes(tensor: Tensor) -> int:
 
 def limit_from_env(variable: str, default_mb: float) -> float:
     """A cache bound in MB from the environment (0 turns the cache off)."""
-    return float(os.environ.get(variable, default_mb))
+    from fsad_bench.errors import FsadError
+
+    text = os.environ.get(variable)
+    if text is None or not text.strip():
+        return default_mb
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0 or value == float("inf"):
+        raise FsadError(f"{variable}={text!r}: set it to a number of MB >= 0 (0 turns it off)")
+    return value

@@ -9,6 +9,7 @@ import torch
 
 from fsad_bench import feature_cache
 from fsad_bench.config import build_run_config
+from fsad_bench.errors import FsadError
 from fsad_bench.feature_cache import FeatureCache
 from fsad_bench.results import read_records, read_scores
 from fsad_bench.runner import run
@@ -31,6 +32,37 @@ def test_same_batch_is_computed_once_and_returned_as_a_copy() -> None:
     assert calls == [4] and (cache.hits, cache.misses) == (1, 1)
     assert torch.equal(second[0], images.mean(dim=1, keepdim=True) * 2)
     assert torch.equal(second[1], images[:, :1, ::2, ::2] + 1)
+
+
+def test_the_environment_bound_applies_at_any_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FSAD_FEATURE_CACHE_MB=0 set after the cache exists turns it off at the next use (how
+    the benchmarks time the backbone), and a bound set later takes effect again."""
+    monkeypatch.setenv(feature_cache.ENV, "16")
+    monkeypatch.setattr(feature_cache, "_CACHE", None)
+    calls: list[int] = []
+    images = torch.rand(4, 3, 8, 8)
+    feature_cache.process_cache().features("w", (2, 3), images, counting(calls))
+    assert feature_cache.process_cache().bytes > 0
+    monkeypatch.setenv(feature_cache.ENV, "0")
+    off = feature_cache.process_cache()
+    assert not off.enabled and off.bytes == 0
+    off.features("w", (2, 3), images, counting(calls))
+    off.features("w", (2, 3), images, counting(calls))
+    assert calls == [4, 4, 4]  # every call ran the backbone
+    monkeypatch.setenv(feature_cache.ENV, "16")
+    on = feature_cache.process_cache()
+    on.features("w", (2, 3), images, counting(calls))
+    on.features("w", (2, 3), images, counting(calls))
+    assert calls == [4, 4, 4, 4] and on.enabled
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "inf"])
+def test_a_bad_bound_is_one_line_naming_the_variable(
+    monkeypatch: pytest.MonkeyPatch, value: str
+) -> None:
+    monkeypatch.setenv(feature_cache.ENV, value)
+    with pytest.raises(FsadError, match=f"{feature_cache.ENV}=.*MB >= 0"):
+        feature_cache.process_cache()
 
 
 def test_other_batch_weights_or_stages_miss() -> None:
@@ -64,20 +96,22 @@ def test_memory_stays_under_the_bound_and_zero_disables() -> None:
 def test_cached_run_equals_a_cold_one_and_shares_features_across_methods(
     mvtec_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def play(out: Path, limit_mb: float) -> FeatureCache:
-        cache = FeatureCache(limit_mb)
-        monkeypatch.setattr(feature_cache, "_CACHE", cache)
+    def play(out: Path, limit_mb: float) -> int:
+        """The run's batch hits in the process cache, bounded through the environment."""
+        monkeypatch.setenv(feature_cache.ENV, str(limit_mb))
+        cache = feature_cache.process_cache()
+        cache.clear()
         options = {"data_root": mvtec_root, "layout": "mvtec", "methods": "patchcore,padim",
                    "shots": "1,2", "seeds": "0", "categories": "alpha", "out": out,
                    "image_size": 64, "batch_size": 4}  # fmt: skip
         run(build_run_config(options), log=lambda _: None)
-        return cache
+        return cache.hits
 
     cold = play(tmp_path / "cold", 0)
     warm = play(tmp_path / "warm", 512)
     # 6 test images in batches of 4 -> 2 test batches. At K=1 PatchCore (stages 2, 3) and
     # then PaDiM (1, 2, 3: stage 1 is new) compute them; at K=2 both methods find all four.
-    assert cold.hits == 0 and warm.hits >= 4
+    assert cold == 0 and warm >= 4
     a, b = read_records(tmp_path / "cold"), read_records(tmp_path / "warm")
     assert len(a) == len(b) == 4
     for x, y in zip(a, b, strict=True):
