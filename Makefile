@@ -37,7 +37,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format .
 
 # every figure of docs/performance.md, one thread (anomalib columns need the compare venv)
-BENCH_SCRIPTS := bench_vs_anomalib.py bench_coreset.py bench_patchcore.py bench_aupro.py \
+BENCH_SCRIPTS := bench_vs_anomalib.py bench_coreset.py bench_patchcore.py bench_aupro.py bench_pr_metrics.py \
 	bench_padim.py bench_meta_steps.py "bench_runs.py cache" "bench_runs.py memory"
 bench-perf: $(STAMP)
 	@status=0; for script in $(BENCH_SCRIPTS); do \

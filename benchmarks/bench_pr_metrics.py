@@ -1,6 +1,6 @@
 """Speed and agreement of AP and F1-max against scikit-learn, image and pixel level.
 
-python benchmarks/bench_pr_metrics.py [--repeats N] [--smoke (once cputime.bench_parser has it)]
+python benchmarks/bench_pr_metrics.py [--threads N] [--repeats R] [--smoke]
 
 Pixel metrics run on bench_aupro's 100 maps of 256x256 (6.5M pixels, float32); sklearn gets
 the flattened arrays. Image metrics run on 200 per-image scores. Each line prints our CPU
@@ -68,12 +68,9 @@ def peak_bytes(fn: Callable[[], object]) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_bench_args(bench_parser(__doc__), argv)
-    smoke = getattr(args, "smoke", False)
-    repeats = 1 if smoke else args.repeats
-    maps, masks = realistic_data()
-    if smoke:  # 4 maps of 64x64, the blobs kept by striding
-        maps, masks = maps[:4, ::4, ::4].copy(), masks[:4, ::4, ::4].copy()
-    labels, scores = image_data(20 if smoke else N_IMAGES)
+    repeats = args.repeats
+    maps, masks = realistic_data(n_maps=4, size=64) if args.smoke else realistic_data()
+    labels, scores = image_data(20 if args.smoke else N_IMAGES)
     flat_masks, flat_maps = masks.ravel(), maps.ravel()
     print(
         f"pixels: {len(maps)} maps of {maps.shape[1]}x{maps.shape[2]} ({maps.dtype}), "

@@ -24,6 +24,7 @@ SMOKE_RUNS: dict[str, str] = {
     "bench_meta_steps.py": "second-order / first-order",
     "bench_padim.py": "fit_s",
     "bench_patchcore.py": "predict/forward",
+    "bench_pr_metrics.py": "sklearn/ours",
     "bench_runs.py cache": "same metrics: True",
     "bench_runs.py memory": "peak RSS",
     "bench_vs_anomalib.py": "predict / forward",
