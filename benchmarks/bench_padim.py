@@ -4,7 +4,7 @@ pytest benchmarks/bench_padim.py --benchmark-enable     (pytest-benchmark tables
 python benchmarks/bench_padim.py [PRESET_OR_PARAMS] [--threads N] [--smoke]  (fit/predict, RSS)
 
 e.g. ``python benchmarks/bench_padim.py '{"covariance": "ledoit_wolf"}'``. Peak memory is the
-process's resident set sampled during fit (fsad_bench.timing.PeakMemory, as the runner records).
+process's resident set sampled during fit (fsad_bench.run.timing.PeakMemory, as the runner records).
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import pytest
 import torch
 from cputime import bench_parser, parse_bench_args
 
+from fsad_bench.execution.process import rss_mb
+from fsad_bench.run.timing import PeakMemory
 from fsad_bench.testing.data import tiny_normals
-from fsad_bench.timing import PeakMemory, rss_mb
 from fsad_methods.padim.plugin import PaDiM
 
 K, SIZE, N_TEST = 8, 256, 16

@@ -16,8 +16,8 @@ import pytest
 import torch
 from cputime import bench_parser, best_time, best_times, feature_cache_off, parse_bench_args
 
-from fsad_bench.backbones import cached_feature_extractor
 from fsad_bench.errors import WeightsError
+from fsad_bench.features.backbones import cached_feature_extractor
 from fsad_bench.testing.data import tiny_normals
 from fsad_methods.patchcore.plugin import PatchCore
 

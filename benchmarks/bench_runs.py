@@ -20,10 +20,10 @@ import numpy as np
 from cputime import bench_parser, parse_bench_args
 from PIL import Image
 
-from fsad_bench import feature_cache
-from fsad_bench.config import build_run_config
-from fsad_bench.results import read_records
-from fsad_bench.runner import run
+from fsad_bench.features import cache as feature_cache
+from fsad_bench.run.config import build_run_config
+from fsad_bench.run.runner import run
+from fsad_bench.store import read_records
 
 
 def timed_run(

@@ -27,7 +27,7 @@ from bench_aupro import N_MAPS, SIZE, realistic_data
 from cputime import Timing, bench_parser, best_time, best_times, feature_cache_off, parse_bench_args
 from tabulate import tabulate
 
-from fsad_bench.backbones import cached_feature_extractor, create_classifier
+from fsad_bench.features.backbones import cached_feature_extractor, create_classifier
 from fsad_bench.metrics import aupro
 from fsad_bench.testing.data import tiny_normals
 from fsad_methods.patchcore.core import greedy_coreset

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from fsad_bench import feature_cache
+from fsad_bench.features import cache as feature_cache
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def best_times(
 
 def feature_cache_off() -> None:
     """Every call runs the backbone: a repeated batch would otherwise be a process-cache hit.
-    The cache reads its bound from the environment at every use (fsad_bench.feature_cache)."""
+    The cache reads its bound from the environment at every use (fsad_bench.features.cache)."""
     os.environ[feature_cache.ENV] = "0"
 
 

@@ -25,11 +25,12 @@ import torch
 from cputime import bench_parser, parse_bench_args
 from torch import Tensor
 
-from fsad_bench.backbones import create_feature_extractor
 from fsad_bench.datasets import get_layout
 from fsad_bench.datasets.io import load_category_tensors, load_image
+from fsad_bench.features.backbones import create_feature_extractor
 from fsad_bench.metrics import image_auroc
-from fsad_bench.protocol import load_manifest, load_protocol, manifest_key
+from fsad_bench.protocols.manifests import load_manifest, manifest_key
+from fsad_bench.protocols.protocol import load_protocol
 from fsad_methods.patchcore.core import FaissNearestNeighbours, aggregate_features, greedy_coreset
 
 K = 8

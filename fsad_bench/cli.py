@@ -83,9 +83,9 @@ def run(
     With no options: PatchCore on the embedded synthetic dataset (generated on first use),
     K = 1, 2, 4, 8 and seeds 0, 1, 2.
     """
-    from fsad_bench.config import build_run_config, load_options_file
-    from fsad_bench.report import write_report
-    from fsad_bench.runner import run as run_benchmark
+    from fsad_bench.results.report import write_report
+    from fsad_bench.run.config import build_run_config, load_options_file
+    from fsad_bench.run.runner import run as run_benchmark
 
     cli: dict[str, Any] = {
         "protocol": protocol, "data_root": data_root, "layout": layout, "methods": method,
@@ -138,7 +138,7 @@ def run(
 @app.command()
 def report(run_dir: Path) -> None:
     """Print the per-category table of a run and write report.csv and report.md."""
-    from fsad_bench.report import write_report
+    from fsad_bench.results.report import write_report
 
     try:
         _, text = write_report(run_dir)
@@ -151,7 +151,7 @@ def report(run_dir: Path) -> None:
 @app.command("list")
 def list_all() -> None:
     """Registered methods and built-in protocols (imports no method code)."""
-    from fsad_bench.protocol import list_protocol_files
+    from fsad_bench.protocols.protocol import list_protocol_files
     from fsad_bench.registry import list_methods
 
     try:
@@ -199,7 +199,7 @@ def submit(
     ] = None,
 ) -> None:
     """Validate a run against its protocol and write it as a submission folder."""
-    from fsad_bench.submission import submit as submit_run
+    from fsad_bench.results.submission import submit as submit_run
 
     try:
         path = submit_run(run_dir, out, command=command, method=method)
@@ -227,13 +227,13 @@ def leaderboard(
     port: Annotated[int | None, typer.Option(help="Port of the Streamlit server.")] = None,
 ) -> None:
     """Start the Streamlit leaderboard (reads result files only, runs no submitted code)."""
-    app_file = Path(__file__).resolve().parent.parent / "leaderboard" / "app.py"
-    if not app_file.exists():
-        _fail(FsadError(f"{app_file} not found; the leaderboard runs from a clone of fsad-bench"))
-    if submissions is None:
-        local = Path("submissions")
-        submissions = local if local.is_dir() else app_file.parent.parent / "submissions"
-    if not submissions.is_dir():
+    from importlib import resources
+
+    app_file = Path(str(resources.files("fsad_leaderboard") / "app.py"))
+    if submissions is None:  # ./submissions, else the clone's (an editable install has one)
+        local, clone = Path("submissions"), app_file.parent.parent / "submissions"
+        submissions = local if local.is_dir() or not clone.is_dir() else clone
+    if not submissions.is_dir() and not runs:
         _fail(FsadError(f"{submissions}: no such submissions folder; pass --submissions DIR"))
     argv = [sys.executable, "-m", "streamlit", "run", str(app_file), "--client.toolbarMode=viewer"]
     argv += ["--browser.gatherUsageStats=false"]
@@ -260,8 +260,8 @@ def check(
     ] = None,
 ) -> None:
     """Rerun a baseline's method on its protocol; exit 1 if a mean dropped by > tolerance."""
-    from fsad_bench.regression import check as run_check
-    from fsad_bench.regression import render
+    from fsad_bench.results.regression import check as run_check
+    from fsad_bench.results.regression import render
 
     try:
         comparison = run_check(baseline, tolerance, quick, out, workers, data_root, run)
@@ -304,8 +304,8 @@ def protocol_freeze(
     ] = None,
 ) -> None:
     """Write the support manifest (paths + pixel hashes) of every episode of a protocol."""
-    from fsad_bench.config import resolve_protocol
-    from fsad_bench.manifests import freeze_manifest
+    from fsad_bench.protocols.manifests import freeze_manifest
+    from fsad_bench.run.config import resolve_protocol
 
     try:
         protocol = resolve_protocol({"protocol": name, "data_root": data_root})
@@ -318,7 +318,7 @@ def protocol_freeze(
 @protocol_app.command("show")
 def protocol_show(name: str) -> None:
     """Print a protocol's settings and its definition hash."""
-    from fsad_bench.protocol import load_protocol
+    from fsad_bench.protocols.protocol import load_protocol
 
     try:
         protocol = load_protocol(name)

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
 
+from fsad_bench.params import NoParams, Params
+
 if TYPE_CHECKING:
     import torch
     from torch import Tensor
@@ -51,9 +53,11 @@ class Method(Protocol):
     Methods with ``info.needs_meta_train`` also implement ``meta_state_dict() -> dict`` and
     ``load_meta_state_dict(state)`` (tensors only: it is saved with torch.save and loaded
     with ``weights_only=True``) so the runner can cache meta-training across K. Optional:
-    ``to(device)``, ``provenance() -> dict`` (e.g. which backbone weights were used; it is
-    stored in every record) and ``conformance_params`` (a dict of cheap settings for the
-    conformance suite's tiny data).
+    ``params_type`` (a ``fsad_bench.params.Params`` subclass: the runner checks values
+    before any episode), ``preflight()`` (raise an ``FsadError`` when this machine lacks
+    something the method needs), ``to(device)``, ``provenance() -> dict`` (e.g. which
+    backbone weights were used; it is stored in every record) and ``conformance_params``
+    (a dict of cheap settings for the conformance suite's tiny data).
     """
 
     info: ClassVar[MethodInfo]
@@ -76,80 +80,38 @@ class Method(Protocol):
         ...
 
 
-def unknown_params_problem(cls: type, params: Mapping[str, Any]) -> str | None:
-    """Why ``params`` do not fit a plugin that declares ``defaults``, or None.
-
-    Shared by the constructor and the runner's check before any episode starts, so a typo
-    in ``--param`` stops the run at once instead of failing every episode.
-    """
-    defaults = getattr(cls, "defaults", None)
-    if not defaults:  # a plugin without declared defaults validates in its own __init__
-        return None
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        return (
-            f"{cls.info.name}: unknown parameter(s) {unknown}; valid parameters are "
-            f"{sorted(defaults)}"
-        )
-    for name, value in params.items():
-        expected = _kind(defaults[name])
-        if expected and value is not None and not _fits(value, expected):
-            return f"{cls.info.name}: parameter {name}={value!r} should be {expected}"
-    return None
-
-
-def _kind(default: Any) -> str | None:
-    """What a value must be, judged by the default's type; None (default None) takes any."""
-    if isinstance(default, bool):
-        return "true or false"
-    if isinstance(default, int):
-        return "a whole number"
-    if isinstance(default, float):
-        return "a number"
-    if isinstance(default, str):
-        return "text"
-    if isinstance(default, (list, tuple)):
-        return "a list like [1, 2]"
-    return None
-
-
-def _fits(value: Any, kind: str) -> bool:
-    if kind == "true or false":
-        return isinstance(value, bool)
-    if isinstance(value, bool):
-        return False
-    if kind == "a whole number":
-        return isinstance(value, int) or (isinstance(value, float) and value.is_integer())
-    if kind == "a number":
-        return isinstance(value, (int, float))
-    if kind == "text":
-        return isinstance(value, str)
-    return isinstance(value, (list, tuple))
-
-
 class MethodBase:
-    """Optional convenience base: parameter defaults, validation and get_params.
+    """Optional convenience base: typed parameters, validation and get_params.
 
-    Subclasses declare ``defaults``; unknown parameters fail loudly instead of being ignored,
-    which is how silently unapplied settings (e.g. a seed nobody uses) get caught.
+    Subclasses set ``params_type`` to their ``fsad_bench.params.Params`` subclass; unknown
+    names, wrong types and out-of-range values fail loudly (``ParamError``) instead of being
+    ignored, which is how silently unapplied settings (e.g. a seed nobody uses) get caught.
+    ``preflight`` is where a plugin checks what it needs from this machine (weights files);
+    the runner calls it once in the parent before any episode.
     """
 
     info: ClassVar[MethodInfo]
-    defaults: ClassVar[Mapping[str, Any]] = {}
+    params_type: ClassVar[type[Params]] = NoParams
     presets: ClassVar[Mapping[str, Mapping[str, Any]]] = {}
 
     def __init__(self, **params: Any) -> None:
-        problem = unknown_params_problem(type(self), params)
-        if problem:
-            raise TypeError(problem)
-        self.params: dict[str, Any] = {**self.defaults, **params}
+        self.params: Any = self.params_type.parse(params, self.info.name)
 
     def get_params(self) -> dict[str, Any]:
-        return dict(self.params)
+        return self.params.to_dict()
+
+    def preflight(self) -> None:
+        """Raise an ``FsadError`` naming what is missing (a weights file, a data source)."""
 
     def meta_fit(self, tasks: MetaTrainSet) -> None:
         if self.info.needs_meta_train:
             raise NotImplementedError(f"{self.info.name} declares needs_meta_train but no meta_fit")
+
+
+def method_defaults(cls: type) -> dict[str, Any]:
+    """A plugin class's default parameters (empty for plugins without ``params_type``)."""
+    params_type = getattr(cls, "params_type", None)
+    return params_type.defaults() if params_type is not None else {}
 
 
 class PretrainedState:

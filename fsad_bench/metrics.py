@@ -25,28 +25,6 @@ AUPRO_VERSION = "aupro-exact-v1"
 # v2: image/pixel AP and F1-max added; image AUROC, pixel AUROC and AUPRO are unchanged.
 METRICS_VERSION = f"fsad-metrics-v2+{AUPRO_VERSION}"
 
-# Every metric this module computes, in display order, with its human label. The lead will
-# make these the one home for metric names and labels (today records.METRIC_NAMES and
-# report.METRIC_LABELS list the first three).
-ALL_METRICS = (
-    "image_auroc",
-    "image_ap",
-    "image_f1_max",
-    "pixel_auroc",
-    "pixel_ap",
-    "pixel_f1_max",
-    "aupro",
-)
-METRIC_LABELS = {
-    "image_auroc": "image AUROC",
-    "image_ap": "image AP",
-    "image_f1_max": "image F1-max",
-    "pixel_auroc": "pixel AUROC",
-    "pixel_ap": "pixel AP",
-    "pixel_f1_max": "pixel F1-max",
-    "aupro": "AUPRO@0.3",
-}
-
 # 8-connectivity inside each image, none across images of the stack.
 _EIGHT_CONNECTED_PER_IMAGE = np.zeros((3, 3, 3), dtype=bool)
 _EIGHT_CONNECTED_PER_IMAGE[1] = True
@@ -264,3 +242,17 @@ def _finite(values: np.ndarray, name: str) -> np.ndarray:
     if not np.isfinite(values).all():
         raise ValueError(f"{name} contain NaN or inf; the method must return finite scores")
     return values
+
+
+def _aupro_of(masks: np.ndarray, maps: np.ndarray) -> float:
+    return aupro(maps, masks)
+
+
+# name -> function(labels, scores) / function(masks, maps): how the runner computes each
+IMAGE_LEVEL = {"image_auroc": image_auroc, "image_ap": image_ap, "image_f1_max": image_f1_max}
+PIXEL_LEVEL = {
+    "pixel_auroc": pixel_auroc,
+    "pixel_ap": pixel_ap,
+    "pixel_f1_max": pixel_f1_max,
+    "aupro": _aupro_of,
+}

@@ -2,6 +2,8 @@
 
 One JSON line per (method, episode) is the unit everything else (report, submissions,
 leaderboard, regression check) reads, so its schema is versioned and validated on load.
+Schema 2 adds ``settings`` (run settings that change the floats, e.g. the batch size) and
+``test_set_hash``; schema-1 records stay readable and are written back unchanged.
 """
 
 from __future__ import annotations
@@ -14,8 +16,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # torch stays out of `fsad-bench list` and the leaderboard
     from torch import Tensor
 
-SCHEMA_VERSION = 1
-METRIC_NAMES = ("image_auroc", "pixel_auroc", "aupro")
+from fsad_bench import identity
+
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (1, 2)
+_SCHEMA_2_FIELDS = ("settings", "test_set_hash")
+METRIC_NAMES = identity.METRICS
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 
@@ -33,13 +39,15 @@ class Episode:
 
     @property
     def key(self) -> str:
-        return f"{self.protocol}@{self.protocol_version}/{self.category}/k{self.k}/seed{self.seed}"
+        return identity.episode_key(
+            self.protocol, self.protocol_version, self.category, self.k, self.seed
+        )
 
     @property
     def meta_train_key(self) -> str:
-        """The key without K: meta-training sees no support images, and its weights are
-        shared by every K of a category and seed, so its seed must not depend on K."""
-        return f"{self.protocol}@{self.protocol_version}/{self.category}/seed{self.seed}"
+        return identity.meta_train_key(
+            self.protocol, self.protocol_version, self.category, self.seed
+        )
 
 
 @dataclass(frozen=True)
@@ -63,7 +71,7 @@ class MethodRef:
     @property
     def label(self) -> str:
         """``name`` or ``name.preset``: how the method was asked for, and reported."""
-        return f"{self.name}.{self.preset}" if self.preset else self.name
+        return identity.method_label(self.name, self.preset)
 
 
 @dataclass(frozen=True)
@@ -89,36 +97,45 @@ class EpisodeRecord:
     provenance: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     scores_file: str | None = None
+    settings: dict[str, Any] = field(default_factory=dict)  # e.g. batch_size: it changes floats
+    test_set_hash: str | None = None  # the test listing the episode was scored on
     schema_version: int = SCHEMA_VERSION
 
     @property
     def episode_key(self) -> str:
-        return f"{self.protocol}@{self.protocol_version}/{self.category}/k{self.k}/seed{self.seed}"
+        return identity.episode_key(
+            self.protocol, self.protocol_version, self.category, self.k, self.seed
+        )
 
     @property
     def meta_train_key(self) -> str:
-        """The key without K: meta-training sees no support images, and its weights are
-        shared by every K of a category and seed, so its seed must not depend on K."""
-        return f"{self.protocol}@{self.protocol_version}/{self.category}/seed{self.seed}"
+        return identity.meta_train_key(
+            self.protocol, self.protocol_version, self.category, self.seed
+        )
 
     @property
     def result_key(self) -> str:
         """Identity for resume: a method (with its params) on an episode."""
-        return f"{self.method.name}:{self.method.preset or ''}:{self.episode_key}"
+        return identity.result_key(self.method.name, self.method.preset, self.episode_key)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, allow_nan=False)
+        data = asdict(self)
+        if self.schema_version == 1:  # written back exactly as it was read
+            for name in _SCHEMA_2_FIELDS:
+                data.pop(name)
+        return json.dumps(data, sort_keys=True, allow_nan=False)
 
     @classmethod
     def from_dict(cls, data: Any) -> EpisodeRecord:
         """Build from parsed JSON, checking types: records may come from untrusted files."""
         if not isinstance(data, dict):
             raise TypeError(f"a record must be a JSON object, not {type(data).__name__}")
-        if data.get("schema_version") != SCHEMA_VERSION:
+        version = data.get("schema_version")
+        if version not in READABLE_SCHEMAS or isinstance(version, bool):
             raise ValueError(
-                f"record schema_version {data.get('schema_version')!r} is not {SCHEMA_VERSION}"
+                f"record schema_version {version!r} is not one of {list(READABLE_SCHEMAS)}"
             )
-        known = {f.name for f in fields(cls)}
+        known = {f.name for f in fields(cls)} - (set(_SCHEMA_2_FIELDS) if version == 1 else set())
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"record has unknown fields {sorted(unknown)}")
@@ -135,7 +152,8 @@ _RECORD_TYPES: dict[str, Any] = {
     "dataset": str, "category": str, "k": int, "seed": int, "support_manifest_hash": str,
     "status": str, "metrics": dict, "metric_notes": dict, "metrics_version": str,
     "timing": dict, "env": dict, "provenance": dict, "error": (str, _NONE),
-    "scores_file": (str, _NONE), "method": dict,
+    "scores_file": (str, _NONE), "method": dict, "settings": dict,
+    "test_set_hash": (str, _NONE),
 }  # fmt: skip
 _METHOD_TYPES: dict[str, Any] = {
     "name": str, "version": str, "preset": (str, _NONE), "params": dict, "produces_maps": bool,

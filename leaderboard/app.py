@@ -9,19 +9,15 @@ never through Markdown or HTML.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
+import os
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:  # `streamlit run leaderboard/app.py` puts only leaderboard/ there
-    sys.path.insert(0, str(ROOT))
+import altair as alt
+import pandas as pd
+import streamlit as st
 
-import altair as alt  # noqa: E402
-import pandas as pd  # noqa: E402
-import streamlit as st  # noqa: E402
-
-from leaderboard import data, tables  # noqa: E402
+from fsad_leaderboard import data, tables
 
 TABS = [
     "Ranking", "Per category", "K-shot curve", "Speed vs accuracy",
@@ -35,7 +31,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(add_help=False)
     parser.add_argument(
         "--submissions",
-        default=os.environ.get("FSAD_LEADERBOARD_SUBMISSIONS", str(ROOT / "submissions")),
+        default=os.environ.get("FSAD_LEADERBOARD_SUBMISSIONS", "submissions"),
     )
     parser.add_argument("--runs", action="append", default=None)
     args, _ = parser.parse_known_args(argv)

@@ -3,7 +3,7 @@
 One row per (entry, dataset, protocol, category, k, metric): ``entry`` is what the views
 show as a method (name plus "published"/"reproduced" and a label when the backbone was not
 plainly pretrained), ``k`` is a string because published full-shot results have K = "all".
-Reproduced numbers come from ``fsad_bench.report.aggregate`` over the records, so they equal
+Reproduced numbers come from ``fsad_bench.results.report.aggregate`` over the records, so they equal
 ``fsad-bench report``. ``n_categories`` / ``of_categories`` say how many of the protocol's
 categories a reproduced entry has results for at that K (a mean over fewer is not the same
 number); both are NaN for published rows and ``of_categories`` is NaN when unknown.
@@ -19,15 +19,15 @@ import pandas as pd
 
 from fsad_bench.errors import FsadError
 from fsad_bench.records import STATUS_OK, EpisodeRecord
-from fsad_bench.report import aggregate, method_label, run_categories
-from fsad_bench.results import latest_by_key, read_records
-from fsad_bench.submission import (
+from fsad_bench.results.report import aggregate, method_label, run_categories
+from fsad_bench.results.submission import (
     MAX_FILE_BYTES,
     Submission,
     backbone_init,
     find_submissions,
     load_submission,
 )
+from fsad_bench.store import latest_by_key, read_records
 
 PUBLISHED_CSV = Path("reference") / "published.csv"
 KIND_PUBLISHED = "published"
@@ -209,7 +209,7 @@ def saved_maps(folder: Path) -> dict[str, list[Panel]]:
     only PNG files named by the episode's index.json, inside the folder, size-limited."""
     import json
 
-    from fsad_bench.gallery import maps_folder
+    from fsad_bench.run.gallery import maps_folder
 
     root = Path(folder).resolve()
     if not (root / "maps").is_dir() or not (root / "records.jsonl").is_file():

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import csv
 
-from fsad_bench.config import resolve_protocol
-from fsad_bench.manifests import freeze_manifest, manifest_from_counts
-from fsad_bench.protocol import PROTOCOL_DIR, load_protocol
+from fsad_bench.protocols.manifests import freeze_manifest, manifest_from_counts
+from fsad_bench.protocols.protocol import PROTOCOL_DIR, load_protocol
+from fsad_bench.run.config import resolve_protocol
 
 
 def main() -> None:

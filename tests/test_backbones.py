@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from skimage import data
 
-from fsad_bench.backbones import (
+from fsad_bench.errors import WeightsError
+from fsad_bench.features.backbones import (
     BACKBONES,
     BackboneError,
     create_classifier,
@@ -23,7 +24,6 @@ from fsad_bench.backbones import (
     remap_by_order,
     resolve_weights,
 )
-from fsad_bench.errors import WeightsError
 
 # Architecture facts (timm feature_info of each model), not measurements of this code.
 DOCUMENTED = {

@@ -97,7 +97,7 @@ def test_run_and_report_with_patchcore(mvtec_root: Path, tmp_path: Path) -> None
 
 
 def test_config_file_and_cli_build_the_same_run(mvtec_root: Path, tmp_path: Path) -> None:
-    from fsad_bench.config import build_run_config, load_options_file
+    from fsad_bench.run.config import build_run_config, load_options_file
 
     path = tmp_path / "run.yaml"
     path.write_text(
@@ -161,7 +161,7 @@ def test_rerun_of_a_failed_run_still_fails_and_names_the_fix(
 
 
 def test_param_values_are_yaml_scalars_and_exponents_are_numbers() -> None:
-    from fsad_bench.config import parse_params
+    from fsad_bench.run.config import parse_params
 
     parsed = parse_params(["riad.fit_lr=1e-4", "riad.cells=[2, 4]", "patchcore.weights=v2.pth"])
     assert parsed == {"riad": {"fit_lr": 1e-4, "cells": [2, 4]}, "patchcore": {"weights": "v2.pth"}}

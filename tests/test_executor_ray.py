@@ -14,12 +14,14 @@ from typing import Any
 import pytest
 import ray  # no importorskip: CI installs the ray extra, and these tests must run there
 
-from fsad_bench import executor_ray
-from fsad_bench.config import build_run_config
 from fsad_bench.errors import FsadError
-from fsad_bench.executors import Limits
-from fsad_bench.results import read_records
-from fsad_bench.runner import build_tasks, load_categories, plan_supports, run
+from fsad_bench.execution import ray as executor_ray
+from fsad_bench.execution.local import Limits
+from fsad_bench.protocols.manifests import plan_supports
+from fsad_bench.protocols.protocol import load_categories
+from fsad_bench.run.config import build_run_config
+from fsad_bench.run.runner import build_tasks, run
+from fsad_bench.store import read_records
 
 pytestmark = [pytest.mark.usefixtures("fake_methods"), pytest.mark.slow]
 VOLATILE = ("run_id", "timing", "env")  # differ between any two runs, whatever the executor

@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from fsad_bench import feature_cache
-from fsad_bench.config import build_run_config
 from fsad_bench.errors import FsadError
-from fsad_bench.feature_cache import FeatureCache
-from fsad_bench.results import read_records, read_scores
-from fsad_bench.runner import run
+from fsad_bench.features import cache as feature_cache
+from fsad_bench.features.cache import FeatureCache
+from fsad_bench.run.config import build_run_config
+from fsad_bench.run.runner import run
+from fsad_bench.store import read_records, read_scores
 
 
 def counting(calls: list[int]):
@@ -123,8 +123,8 @@ def test_cached_run_equals_a_cold_one_and_shares_features_across_methods(
 def test_meta_training_images_are_decoded_once_per_category(
     mvtec_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fsad_bench import episode
-    from fsad_bench.lru import ByteLRU, tensor_bytes
+    from fsad_bench.features.lru import ByteLRU, tensor_bytes
+    from fsad_bench.run import episode
 
     decoded: list[str] = []
     original = episode.decode_train

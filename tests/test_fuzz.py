@@ -22,8 +22,8 @@ from test_submission import make_run
 
 from fsad_bench.datasets.io import image_size_of, load_image, load_mask
 from fsad_bench.errors import DatasetError, FsadError
-from fsad_bench.results import RECORDS
-from fsad_bench.submission import build_submission
+from fsad_bench.results.submission import build_submission
+from fsad_bench.store import RECORDS
 
 FUZZ = settings(
     max_examples=30,

@@ -14,12 +14,12 @@ from PIL import Image
 from streamlit.testing.v1 import AppTest
 from test_submission import make_run
 
-from fsad_bench import gallery
-from fsad_bench.config import build_run_config
-from fsad_bench.results import read_records
-from fsad_bench.runner import run
-from fsad_bench.submission import SubmissionError, load_submission, submit
-from leaderboard import data
+from fsad_bench.results.submission import SubmissionError, load_submission, submit
+from fsad_bench.run import gallery
+from fsad_bench.run.config import build_run_config
+from fsad_bench.run.runner import run
+from fsad_bench.store import read_records
+from fsad_leaderboard import data
 
 APP = Path(__file__).resolve().parents[1] / "leaderboard" / "app.py"
 

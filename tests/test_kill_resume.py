@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from fsad_bench.config import build_run_config
-from fsad_bench.results import read_records
-from fsad_bench.runner import run
+from fsad_bench.run.config import build_run_config
+from fsad_bench.run.runner import run
+from fsad_bench.store import read_records
 
 CLI = [sys.executable, "-c", "from fsad_bench.cli import app; app()"]
 OPTIONS = {"layout": "mvtec", "method": "patchcore", "shots": "1", "seeds": "0,1",

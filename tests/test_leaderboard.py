@@ -21,15 +21,15 @@ from streamlit.testing.v1 import AppTest
 from test_submission import edit_lines, make_run
 
 from fsad_bench.records import MethodRef
-from fsad_bench.report import aggregate
-from fsad_bench.results import read_records
-from fsad_bench.submission import find_submissions, load_submission, submit
+from fsad_bench.results.report import aggregate
+from fsad_bench.results.submission import find_submissions, load_submission, submit
+from fsad_bench.store import read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # leaderboard/ is not an installed package
     sys.path.insert(0, str(ROOT))
 
-from leaderboard import data, tables  # noqa: E402
+from fsad_leaderboard import data, tables  # noqa: E402
 
 APP = ROOT / "leaderboard" / "app.py"
 SUBMISSIONS = ROOT / "submissions"

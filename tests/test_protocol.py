@@ -5,16 +5,18 @@ from pathlib import Path
 import pytest
 
 from fsad_bench.errors import DatasetError, ProtocolError
-from fsad_bench.protocol import (
-    PROTOCOL_DIR,
+from fsad_bench.protocols.manifests import (
     SupportEntry,
     check_entries,
+    load_manifest,
+    write_manifest,
+)
+from fsad_bench.protocols.protocol import (
+    PROTOCOL_DIR,
     derive_seed,
     list_protocol_files,
-    load_manifest,
     load_protocol,
     sample_support,
-    write_manifest,
 )
 
 POOL = [f"cat/train/good/{i:03d}.png" for i in range(20)]
@@ -93,7 +95,7 @@ def test_mvtec_manifest_matches_counts(tmp_path: Path) -> None:
     """The shipped MVTec manifest is the one the published counts and the sampler give."""
     import csv
 
-    from fsad_bench.manifests import manifest_from_counts
+    from fsad_bench.protocols.manifests import manifest_from_counts
 
     protocol = load_protocol("mvtec_ad_loo")
     with open(PROTOCOL_DIR / "mvtec_ad_counts.csv", encoding="utf-8") as handle:
@@ -105,7 +107,7 @@ def test_mvtec_manifest_matches_counts(tmp_path: Path) -> None:
 
 
 def test_freezing_a_protocol_that_inherits_its_manifest_does_not_overwrite_the_parents() -> None:
-    from fsad_bench.manifests import freeze_manifest
+    from fsad_bench.protocols.manifests import freeze_manifest
 
     quick = load_protocol("synthetic_quick")
     path = quick.manifest_path()

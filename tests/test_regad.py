@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from fsad_bench.backbones import cached_feature_extractor
-from fsad_bench.config import build_run_config
 from fsad_bench.datasets.io import load_image
+from fsad_bench.features.backbones import cached_feature_extractor
 from fsad_bench.method import MetaTrainSet
-from fsad_bench.runner import run
+from fsad_bench.run.config import build_run_config
+from fsad_bench.run.runner import run
+from fsad_bench.run.seeding import seed_everything
 from fsad_bench.testing.data import tiny_defect, tiny_normals
-from fsad_bench.timing import seed_everything
 from fsad_methods.common.features import concat_at_finest
 from fsad_methods.regad.core import (
     RegADNet,
@@ -183,8 +183,8 @@ def test_zero_iterations_keep_the_untrained_network() -> None:
 
 
 def test_provenance_names_the_backbone_that_ran() -> None:
-    from fsad_bench.backbones import resolve_weights
     from fsad_bench.errors import WeightsError
+    from fsad_bench.features.backbones import resolve_weights
 
     try:
         resolve_weights("resnet18")

@@ -19,10 +19,10 @@ from typer.testing import CliRunner
 from fsad_bench.cli import app
 from fsad_bench.errors import FsadError
 from fsad_bench.records import EpisodeRecord, MethodRef
-from fsad_bench.regression import check, compare, quick_selection, render
-from fsad_bench.report import aggregate
-from fsad_bench.results import RECORDS, read_records
-from fsad_bench.submission import SubmissionError, find_submissions, load_submission, submit
+from fsad_bench.results.regression import check, compare, quick_selection, render
+from fsad_bench.results.report import aggregate
+from fsad_bench.results.submission import SubmissionError, find_submissions, load_submission, submit
+from fsad_bench.store import RECORDS, read_records
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -21,15 +21,15 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from fsad_bench.cli import app as cli_app
-from fsad_bench.config import build_run_config
 from fsad_bench.datasets import mvtec
 from fsad_bench.datasets.io import load_category_tensors
 from fsad_bench.errors import DatasetError, FsadError
-from fsad_bench.protocol import SupportEntry, check_entries
+from fsad_bench.protocols.manifests import SupportEntry, check_entries
 from fsad_bench.records import EpisodeRecord
-from fsad_bench.results import read_records, read_scores
-from fsad_bench.runner import run
-from fsad_bench.submission import SubmissionError, parse_json
+from fsad_bench.results.submission import SubmissionError, parse_json
+from fsad_bench.run.config import build_run_config
+from fsad_bench.run.runner import run
+from fsad_bench.store import read_records, read_scores
 
 REPO = Path(__file__).resolve().parent.parent
 pytestmark = pytest.mark.usefixtures("fake_methods")

@@ -10,8 +10,8 @@ import pandas as pd
 from test_results import make_record
 
 from fsad_bench.records import MethodRef
-from fsad_bench.report import aggregate, mean_gaps, wide_table, write_report
-from fsad_bench.results import RecordWriter
+from fsad_bench.results.report import aggregate, mean_gaps, wide_table, write_report
+from fsad_bench.store import RecordWriter
 
 
 def test_aggregate_matches_hand_computation() -> None:
@@ -51,7 +51,7 @@ def test_single_seed_has_no_std() -> None:
 
 
 def test_header_names_each_methods_backbone_init_and_weights() -> None:
-    from fsad_bench.report import provenance_lines
+    from fsad_bench.results.report import provenance_lines
 
     def with_(method: str, params: dict, provenance: dict, seed: int = 0):
         record = make_record("a", 1, seed)

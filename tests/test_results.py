@@ -8,7 +8,7 @@ import pytest
 
 from fsad_bench.errors import FsadError
 from fsad_bench.records import SCHEMA_VERSION, EpisodeRecord, MethodRef
-from fsad_bench.results import RecordWriter, drop_torn_tail, latest_by_key, read_records
+from fsad_bench.store import RecordWriter, drop_torn_tail, latest_by_key, read_records
 
 
 def make_record(

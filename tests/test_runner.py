@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from conftest import make_mvtec_category
 
-from fsad_bench.config import build_run_config
 from fsad_bench.errors import DatasetError, FsadError, PluginError, ProtocolError
-from fsad_bench.results import read_records
-from fsad_bench.runner import run
+from fsad_bench.run.config import build_run_config
+from fsad_bench.run.runner import run
+from fsad_bench.store import read_records
 
 pytestmark = pytest.mark.usefixtures("fake_methods")
 
@@ -159,7 +159,7 @@ def test_method_without_maps_runs_over_several_batches(mvtec_root: Path, tmp_pat
 def test_a_long_episode_shows_that_the_run_is_alive(
     mvtec_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fsad_bench import runner
+    from fsad_bench.run import runner
 
     monkeypatch.setattr(runner, "HEARTBEAT_S", 0.3)
     lines: list[str] = []

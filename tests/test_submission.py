@@ -18,10 +18,10 @@ import pytest
 from typer.testing import CliRunner
 
 from fsad_bench.cli import app
-from fsad_bench.protocol import load_manifest, load_protocol, manifest_key, support_hash
+from fsad_bench.protocols.manifests import load_manifest, manifest_key, support_hash
+from fsad_bench.protocols.protocol import load_protocol
 from fsad_bench.records import EpisodeRecord, MethodRef
-from fsad_bench.results import RECORDS, RecordWriter, scores_file_name, write_json_atomic
-from fsad_bench.submission import (
+from fsad_bench.results.submission import (
     MANIFEST,
     SubmissionError,
     _content,
@@ -29,6 +29,7 @@ from fsad_bench.submission import (
     load_submission,
     submit,
 )
+from fsad_bench.store import RECORDS, RecordWriter, scores_file_name, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOL = "synthetic_quick"
@@ -208,7 +209,7 @@ def test_torn_nan_and_oversized_files_are_refused(
     with pytest.raises(SubmissionError, match="not valid JSON"):
         submit(run_dir, tmp_path / "subs")
     records.write_bytes(original)
-    monkeypatch.setattr("fsad_bench.submission.MAX_FILE_BYTES", 100)
+    monkeypatch.setattr("fsad_bench.results.submission.MAX_FILE_BYTES", 100)
     with pytest.raises(SubmissionError, match="over the 100-byte limit"):
         submit(run_dir, tmp_path / "subs")
     assert not (tmp_path / "subs").exists()
@@ -320,7 +321,7 @@ def test_records_outside_the_recorded_grid_are_refused(run_dir: Path, tmp_path: 
 def test_command_from_run_carries_params_size_and_threads(run_dir: Path, tmp_path: Path) -> None:
     import shlex
 
-    from fsad_bench.config import parse_params
+    from fsad_bench.run.config import parse_params
 
     config = json.loads((run_dir / "run.json").read_text())
     params = {"weights": "random", "layers": [1, 2], "sigma": 2.5}

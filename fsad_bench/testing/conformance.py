@@ -32,8 +32,8 @@ import torch
 from fsad_bench.method import MetaTrainSet, MethodInfo, NotFittedError
 from fsad_bench.records import Prediction
 from fsad_bench.registry import list_methods, resolve
+from fsad_bench.run.seeding import seed_everything
 from fsad_bench.testing.data import tiny_defect, tiny_normals
-from fsad_bench.timing import seed_everything
 
 SIZE = 64
 K = 4

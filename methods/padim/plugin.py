@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from fsad_bench.backbones import FeatureExtractor, WeightsSource, cached_feature_extractor
+from fsad_bench.features.backbones import FeatureExtractor, WeightsSource, cached_feature_extractor
 from fsad_bench.method import MethodBase, MethodInfo, NotFittedError
 from fsad_bench.records import Prediction
 from fsad_methods.common.gaussian import COVARIANCES

@@ -6,27 +6,28 @@ from typing import Any, ClassVar
 
 import torch
 
-from fsad_bench.backbones import cached_feature_extractor
+from fsad_bench.features.backbones import BackboneParams, cached_feature_extractor, check_backbone
 from fsad_bench.method import MethodBase, MethodInfo, NotFittedError, episode_generator
+from fsad_bench.params import Field
 from fsad_bench.records import Prediction
 from fsad_methods.patchcore.core import PatchCoreModel
+
+
+class PatchCoreParams(BackboneParams):
+    layers: tuple[int, ...] | None = Field(None, description="stage indices; null: strides 8+16")
+    coreset_ratio: float = Field(0.1, gt=0, le=1, description="fraction of patches kept")
+    projection_dim: int | None = Field(128, ge=1, description="random projection for the coreset")
+    num_neighbours: int = Field(1, ge=1, description="k of the k-NN patch distance")
+    sigma: float = Field(4.0, ge=0, description="Gaussian smoothing of the map; 0: none")
+    embed_dim: int | None = Field(None, ge=1, description="channel pooling per layer")
+    count_padding: bool = Field(True, description="3x3 average counts the zero padding")
 
 
 class PatchCore(MethodBase):
     info: ClassVar[MethodInfo] = MethodInfo(
         name="patchcore", version="1.1", produces_maps=True, needs_meta_train=False
     )
-    defaults: ClassVar[dict[str, Any]] = {
-        "backbone": "efficientnet_lite0",
-        "weights": "pretrained",
-        "layers": None,
-        "coreset_ratio": 0.1,
-        "projection_dim": 128,
-        "num_neighbours": 1,
-        "sigma": 4.0,
-        "embed_dim": None,
-        "count_padding": True,
-    }
+    params_type = PatchCoreParams
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "lite0": {"backbone": "efficientnet_lite0"},
         "r18": {"backbone": "resnet18"},
@@ -44,25 +45,24 @@ class PatchCore(MethodBase):
         self.device = torch.device(device)
         return self
 
+    def preflight(self) -> None:
+        check_backbone(self.params.backbone, self.params.weights, self.params.layers)
+
     def _extractor(self) -> tuple[torch.nn.Module, Any]:
-        layers = self.params["layers"]
-        return cached_feature_extractor(
-            self.params["backbone"],
-            self.params["weights"],
-            tuple(layers) if layers is not None else None,
-            str(self.device),
-        )
+        p = self.params
+        return cached_feature_extractor(p.backbone, p.weights, p.layers, str(self.device))
 
     def fit(self, support: torch.Tensor) -> None:
         extractor, _ = self._extractor()
+        p = self.params
         model = PatchCoreModel(
             extractor,
-            coreset_ratio=self.params["coreset_ratio"],
-            projection_dim=self.params["projection_dim"],
-            num_neighbours=self.params["num_neighbours"],
-            sigma=self.params["sigma"],
-            embed_dim=self.params["embed_dim"],
-            count_padding=self.params["count_padding"],
+            coreset_ratio=p.coreset_ratio,
+            projection_dim=p.projection_dim,
+            num_neighbours=p.num_neighbours,
+            sigma=p.sigma,
+            embed_dim=p.embed_dim,
+            count_padding=p.count_padding,
         )
         # the runner seeds torch per episode; drawing from it makes that seed apply here
         generator = episode_generator()
@@ -79,7 +79,7 @@ class PatchCore(MethodBase):
         _, source = self._extractor()
         bank = self._model.bank_size if self._model else None
         return {
-            "backbone": self.params["backbone"],
+            "backbone": self.params.backbone,
             "backbone_init": "random" if source.kind == "random" else "pretrained",
             "weights": source.describe(),
             "bank": bank,

@@ -14,8 +14,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from fsad_bench.backbones import FeatureExtractor, WeightsSource, cached_feature_extractor
 from fsad_bench.errors import WeightsError
+from fsad_bench.features.backbones import FeatureExtractor, WeightsSource, cached_feature_extractor
 from fsad_bench.method import (
     MetaTrainSet,
     MethodBase,

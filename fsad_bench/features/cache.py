@@ -21,7 +21,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
-from fsad_bench.lru import ByteLRU, limit_from_env, tensor_bytes
+from fsad_bench.features.lru import ByteLRU, limit_from_env, tensor_bytes
 
 DEFAULT_MB = 2048.0
 ENV = "FSAD_FEATURE_CACHE_MB"

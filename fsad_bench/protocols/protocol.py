@@ -1,26 +1,30 @@
-"""Protocol files -> episodes, leave-one-out meta-train sets, and frozen support manifests.
+"""Protocol files -> episodes and their support sets.
 
 A protocol file is small, versioned YAML (``include:`` inherits from another file). The
 support images of every episode are a pure function of (protocol, category, seed, k), and
-can be frozen into a manifest so that two machines provably evaluate the same images.
+can be frozen into a manifest (``manifests.py``) so that two machines provably evaluate the
+same images. The built-in protocol files are package data (the ``fsad_protocols`` package,
+the repository's ``protocols/`` folder), so an installed wheel finds them from anywhere.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
-from pathlib import Path, PurePosixPath
+from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
 
-from fsad_bench.errors import DatasetError, ProtocolError
+from fsad_bench.datasets import get_layout
+from fsad_bench.datasets.base import Category
+from fsad_bench.errors import ProtocolError
 from fsad_bench.records import METRIC_NAMES, Episode
 
-PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "protocols"
+PROTOCOL_DIR = Path(str(resources.files("fsad_protocols")))
 META_TRAIN_RULES = ("leave_one_out", "none")
 _KEYS = {
     "name", "version", "dataset", "layout", "data_root", "categories", "shots", "seeds",
@@ -207,67 +211,11 @@ def sample_support(
     return [ordered[i] for i in order[:k]]
 
 
-def manifest_key(category: str, k: int, seed: int) -> str:
-    return f"{category}/k{k}/seed{seed}"
-
-
-@dataclass(frozen=True)
-class SupportEntry:
-    path: str
-    sha256: str | None = None
-
-
-def load_manifest(path: Path) -> dict[str, list[SupportEntry]]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return {
-            key: [SupportEntry(**entry) for entry in entries]
-            for key, entries in data["supports"].items()
-        }
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ProtocolError(
-            f"{path}: unreadable support manifest ({exc}); restore it from git"
-        ) from exc
-
-
-def write_manifest(path: Path, protocol: Protocol, supports: dict[str, list[SupportEntry]]) -> None:
-    payload = {
-        "protocol": protocol.name,
-        "version": protocol.version,
-        "hash": "sha256 of decoded pixels (fsad_bench.datasets.hashing.pixel_sha256)",
-        "supports": {key: [asdict(e) for e in supports[key]] for key in sorted(supports)},
-    }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # whole or absent: a kill or a full disk mid-write must not leave a torn manifest
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(payload, indent=1, sort_keys=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
-def support_hash(entries: Sequence[SupportEntry]) -> str:
-    payload = json.dumps([asdict(e) for e in entries], sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-def check_entries(root: Path, entries: Sequence[SupportEntry], manifest: Path | None) -> None:
-    """A frozen manifest must match the data on disk, or results are not comparable."""
-    from fsad_bench.datasets.hashing import pixel_sha256
-
-    for entry in entries:
-        relative = PurePosixPath(entry.path)
-        if relative.is_absolute() or ".." in relative.parts:
-            raise DatasetError(
-                f"{manifest}: support path {entry.path!r} leaves the data root {root}; "
-                "manifest paths must be relative to it, without '..'"
-            )
-        file = root / entry.path
-        if not file.exists():
-            raise DatasetError(
-                f"{file}: listed in support manifest {manifest} but missing; "
-                "check --data-root points at an unmodified copy of the dataset"
-            )
-        if entry.sha256 and pixel_sha256(file) != entry.sha256:
-            raise DatasetError(
-                f"{file}: pixels differ from support manifest {manifest}; "
-                "this copy of the dataset differs from the one the protocol was frozen on"
-            )
+def load_categories(protocol: Protocol) -> dict[str, Category]:
+    """List (not decode) every category first: bad layouts fail before any work starts."""
+    layout = get_layout(protocol.layout)
+    root = Path(protocol.data_root) if protocol.data_root else None
+    names = protocol.categories or tuple(layout.discover_categories(root))
+    if not names:
+        raise ProtocolError(f"no categories found under {root}; check --data-root and --layout")
+    return {name: layout.load_category(root, name, **protocol.layout_options) for name in names}

@@ -1,8 +1,9 @@
-"""Run directories on disk: append-only JSONL records, per-image score sidecars, environment.
+"""Files of a run directory: append-only JSONL records, per-image score sidecars, atomic writes.
 
 A record line is written with one ``write`` on an O_APPEND descriptor and fsynced, and its
 sidecar is in place (atomic rename) before the line is written: a record on disk always has
-its scores, and a kill can at worst leave one torn last line, which readers drop.
+its scores, and a kill can at worst leave one torn last line, which readers drop. This is the
+one home of the atomic write and of the JSONL reader; every other module uses them.
 """
 
 from __future__ import annotations
@@ -10,13 +11,9 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import platform
-import subprocess
-import sys
-from collections.abc import Sequence
-from importlib import metadata
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from fsad_bench.errors import FsadError
 from fsad_bench.records import EpisodeRecord
@@ -24,10 +21,9 @@ from fsad_bench.records import EpisodeRecord
 RECORDS = "records.jsonl"
 RUN_CONFIG = "run.json"  # the run's identity (what a resume must match), protocol and env
 SCORES_DIR = "scores"
-_PACKAGES = (
-    "fsad-bench", "torch", "torchvision", "timm", "kornia", "faiss-cpu", "faiss-gpu",
-    "numpy", "scipy", "scikit-learn", "pillow",
-)  # fmt: skip
+RERUN_FIX = "remove that line to rerun it"
+
+Row = TypeVar("Row")
 
 
 class RecordWriter:
@@ -60,6 +56,49 @@ def drop_torn_tail(path: Path) -> bool:
     return True
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_json(data: bytes | str, where: Path | str) -> Any:
+    """Plain JSON only (no NaN/Infinity), never pickle or eval; errors name ``where``."""
+    try:
+        text = data.decode("utf-8") if isinstance(data, bytes) else data
+        return json.loads(text, parse_constant=_no_constants)
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise FsadError(f"{where}: not valid JSON ({exc})") from exc
+
+
+def parse_jsonl(
+    data: bytes,
+    where: Path | str,
+    parse: Callable[[Any], Row],
+    fix: str = RERUN_FIX,
+    torn_tail: str = "drop",
+) -> list[Row]:
+    """Every whole line of a JSONL file through ``parse``; a bad line names itself and
+    ``fix``. A last line without its newline (a kill mid-write) is dropped, or refused with
+    ``torn_tail="refuse"`` where a complete file is expected (a submission)."""
+    lines = data.split(b"\n")
+    if data and not data.endswith(b"\n"):
+        if torn_tail == "refuse":
+            raise FsadError(
+                f"{where}: the last line is torn (the run was interrupted); resume the run with "
+                "the same command"
+            )
+        lines = lines[:-1]
+    rows = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(parse(parse_json(line, where)))
+        except (FsadError, ValueError, TypeError, KeyError, RecursionError) as exc:
+            reason = str(exc).removeprefix(f"{where}: ")
+            raise FsadError(f"{where}:{number}: malformed record ({reason}); {fix}") from exc
+    return rows
+
+
 def read_records(path: Path) -> list[EpisodeRecord]:
     """All whole records of a run (a torn last line is ignored, bad middle lines are errors)."""
     path = Path(path)
@@ -67,21 +106,7 @@ def read_records(path: Path) -> list[EpisodeRecord]:
         path = path / RECORDS
     if not path.exists():
         raise FsadError(f"{path}: no records here; pass the --out directory of a run")
-    raw = path.read_bytes()
-    lines = raw.split(b"\n")
-    if not raw.endswith(b"\n"):
-        lines = lines[:-1]  # torn by a kill mid-write: the episode simply reruns
-    records = []
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(EpisodeRecord.from_dict(json.loads(line)))
-        except (ValueError, TypeError, KeyError, RecursionError) as exc:
-            raise FsadError(
-                f"{path}:{number}: malformed record ({exc}); remove that line to rerun it"
-            ) from exc
-    return records
+    return parse_jsonl(path.read_bytes(), path, EpisodeRecord.from_dict)
 
 
 def latest_by_key(records: Sequence[EpisodeRecord]) -> dict[str, EpisodeRecord]:
@@ -95,51 +120,26 @@ def scores_file_name(result_key: str) -> str:
 
 def write_bytes_atomic(path: Path, data: bytes) -> None:
     """Whole or absent: written beside the target, synced, then renamed over it."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
-def write_json_atomic(path: Path, payload: Any) -> None:
-    write_bytes_atomic(path, json.dumps(payload, sort_keys=True, allow_nan=False).encode("utf-8"))
+def write_json_atomic(path: Path, payload: Any, indent: int | None = None) -> None:
+    text = json.dumps(payload, sort_keys=True, allow_nan=False, indent=indent)
+    write_bytes_atomic(path, (text + ("\n" if indent is not None else "")).encode("utf-8"))
 
 
 def read_scores(run_dir: Path, record: EpisodeRecord) -> dict[str, Any]:
     if not record.scores_file:
         raise FsadError(f"record {record.result_key} has no per-image scores")
     return json.loads((Path(run_dir) / record.scores_file).read_text(encoding="utf-8"))
-
-
-def git_sha() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
-
-
-def environment(device: str) -> dict[str, Any]:
-    versions = {}
-    for name in _PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return {
-        "packages": versions,
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "device": device,
-        "git_sha": git_sha(),
-    }

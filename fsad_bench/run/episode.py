@@ -1,4 +1,4 @@
-"""Play one episode in isolation: seed, meta-fit (cached), fit, predict, validate, score.
+"""Play one episode in a worker: seed, meta-fit (cached), fit, predict, validate, score.
 
 Everything a worker needs travels in a picklable ``EpisodeTask``; any exception or invalid
 output becomes a failed record with its reason, so one bad episode never stops a run.
@@ -10,7 +10,7 @@ import hashlib
 import math
 import os
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -18,65 +18,34 @@ from typing import Any
 import numpy as np
 import torch
 
-from fsad_bench import gallery, metrics
+from fsad_bench import metrics
 from fsad_bench.datasets import get_layout
 from fsad_bench.datasets.base import Category
 from fsad_bench.datasets.io import TestSet, load_category_tensors, load_image
 from fsad_bench.errors import DatasetError
-from fsad_bench.lru import ByteLRU, limit_from_env, tensor_bytes
-from fsad_bench.meta_cache import meta_fit_cached, meta_key
+from fsad_bench.features.lru import ByteLRU, limit_from_env, tensor_bytes
+from fsad_bench.identity import IMAGE_METRICS
 from fsad_bench.method import MetaTrainSet
-from fsad_bench.protocol import Protocol, SupportEntry, derive_seed
+from fsad_bench.protocols.protocol import Protocol
 from fsad_bench.records import (
     STATUS_FAILED,
     STATUS_OK,
-    Episode,
     EpisodeRecord,
     MethodRef,
     Prediction,
     clean_metric,
 )
 from fsad_bench.registry import resolve
-from fsad_bench.results import scores_file_name
-from fsad_bench.timing import PeakMemory, Stopwatch, seed_everything
-
-
-@dataclass(frozen=True)
-class EpisodeTask:
-    run_id: str
-    episode: Episode
-    method_spec: str
-    method_params: dict[str, Any]
-    protocol: Protocol
-    data_root: str | None
-    support: tuple[SupportEntry, ...]
-    support_hash: str
-    meta_categories: tuple[str, ...]
-    device: str
-    env: dict[str, Any]
-    batch_size: int = 16
-    cache_dir: str | None = None
-    threads: int | None = None
-    save_maps: int = 0  # panels per episode for the leaderboard gallery (fsad_bench.gallery)
-
-
-@dataclass
-class EpisodeOutcome:
-    """A record to write, or ``data_error``: bad data stops the run instead (it is not the
-    plugin's fault and would fail every episode of the category)."""
-
-    record: EpisodeRecord | None
-    scores: dict[str, Any] | None = field(default=None)
-    data_error: str | None = None
-    files: dict[str, bytes] = field(default_factory=dict)  # saved maps, relative to the run
+from fsad_bench.run import gallery
+from fsad_bench.run.meta_cache import meta_fit_cached, meta_key
+from fsad_bench.run.seeding import fit_seed, meta_fit_seed, seed_everything
+from fsad_bench.run.tasks import EpisodeOutcome, EpisodeTask
+from fsad_bench.run.timing import PeakMemory, Stopwatch
+from fsad_bench.store import scores_file_name
 
 
 class InvalidOutput(RuntimeError):
     """A plugin broke the output contract (shape, dtype, NaN)."""
-
-
-def _root(task: EpisodeTask) -> Path | None:
-    return Path(task.data_root) if task.data_root else None
 
 
 @lru_cache(maxsize=4)
@@ -93,6 +62,11 @@ def _options(protocol: Protocol) -> tuple:
     return tuple(sorted(protocol.layout_options.items()))
 
 
+def category_of(task: EpisodeTask, name: str) -> Category:
+    protocol = task.protocol
+    return _category(protocol.layout, task.data_root, name, _options(protocol))
+
+
 def load_support(task: EpisodeTask, category: Category) -> torch.Tensor:
     size = task.protocol.image_size
     return torch.stack([load_image(category.root / e.path, size) for e in task.support])
@@ -102,11 +76,7 @@ def _meta_categories(task: EpisodeTask) -> list[Category]:
     """Only the other categories: the held-out one never enters meta-training."""
     if task.episode.category in task.meta_categories:
         raise RuntimeError(f"held-out category {task.episode.category!r} in the meta-train set")
-    protocol = task.protocol
-    return [
-        _category(protocol.layout, task.data_root, name, _options(protocol))
-        for name in task.meta_categories
-    ]
+    return [category_of(task, name) for name in task.meta_categories]
 
 
 def meta_data_hash(task: EpisodeTask) -> str:
@@ -178,30 +148,29 @@ def validate(pred: Prediction, n: int, size: int, produces_maps: bool) -> None:
             raise InvalidOutput("maps contain NaN or inf")
 
 
+NO_MAPS = "not applicable: the method produces no anomaly maps"
+NO_MASKS = "not applicable: the dataset has image-level labels only"
+UNDEFINED = "undefined: the test set lacks normal or anomalous samples"
+
+
 def score_episode(
-    test: TestSet, pred: Prediction, produces_maps: bool, limit: float = 0.3
+    test: TestSet, pred: Prediction, produces_maps: bool, wanted: tuple[str, ...]
 ) -> tuple[dict[str, float | None], dict[str, str]]:
-    labels = test.labels.numpy()
-    values: dict[str, float | None] = {
-        "image_auroc": metrics.image_auroc(labels, pred.scores.numpy())
-    }
+    """The protocol's metrics (``wanted``), exactly those; None with a note when one does
+    not apply (no maps, no masks) or is undefined (one class only), never a made-up number."""
+    labels, scores = test.labels.numpy(), pred.scores.numpy()
+    values: dict[str, float | None] = {}
     notes: dict[str, str] = {}
-    if not produces_maps:
-        reason = "not applicable: the method produces no anomaly maps"
-    elif test.masks is None:
-        reason = "not applicable: the dataset has image-level labels only"
-    else:
-        reason = ""
-    if reason:
-        values["pixel_auroc"] = values["aupro"] = None
-        notes["pixel_auroc"] = notes["aupro"] = reason
-    else:
-        masks, maps = test.masks.numpy(), pred.maps.numpy()
-        values["pixel_auroc"] = metrics.pixel_auroc(masks, maps)
-        values["aupro"] = metrics.aupro(maps, masks, limit=limit)
+    for name in wanted:
+        if name in IMAGE_METRICS:
+            values[name] = metrics.IMAGE_LEVEL[name](labels, scores)
+        elif not produces_maps or test.masks is None:
+            values[name], notes[name] = None, NO_MAPS if not produces_maps else NO_MASKS
+        else:
+            values[name] = metrics.PIXEL_LEVEL[name](test.masks.numpy(), pred.maps.numpy())
     for name, value in values.items():
         if value is not None and math.isnan(value):
-            notes[name] = "undefined: the test set lacks normal or anomalous samples"
+            notes[name] = UNDEFINED
     return {k: clean_metric(v) for k, v in values.items()}, notes
 
 
@@ -215,6 +184,11 @@ def compute_env() -> dict[str, Any]:
 
 def compute_label(device: str) -> str:
     return f"{device}/threads={torch.get_num_threads()}"
+
+
+def prepare(task: EpisodeTask) -> None:
+    """Import the plugin before the episode's clock starts (spawned and Ray workers)."""
+    resolve(task.method_spec, task.method_params)
 
 
 def play(task: EpisodeTask) -> EpisodeOutcome:
@@ -231,11 +205,10 @@ def play(task: EpisodeTask) -> EpisodeOutcome:
         if hasattr(method, "to"):
             method.to(task.device)
         protocol, episode = task.protocol, task.episode
-        category = _category(protocol.layout, task.data_root, episode.category, _options(protocol))
-        seed = derive_seed(episode.key, resolved.name)
+        category = category_of(task, episode.category)
         with PeakMemory(task.device) as memory:
             if info.needs_meta_train:
-                meta_seed = derive_seed(episode.meta_train_key, resolved.name, "meta_fit")
+                meta_seed = meta_fit_seed(episode, resolved.name)
                 seed_everything(meta_seed)
                 data_hash = meta_data_hash(task)
                 key = meta_key(ref.name, ref.version, ref.params, episode.category,
@@ -248,6 +221,7 @@ def play(task: EpisodeTask) -> EpisodeOutcome:
                 timing["meta_fit_s"] = clock.seconds
                 provenance["meta_fit_cache_hit"] = cache_hit
             support = load_support(task, category).to(task.device)
+            seed = fit_seed(episode, resolved.name)
             seed_everything(seed)
             with Stopwatch() as clock:
                 method.fit(support)
@@ -262,7 +236,7 @@ def play(task: EpisodeTask) -> EpisodeOutcome:
             timing["predict_ms_per_image"] = 1000 * clock.seconds / max(len(test.paths), 1)
         timing["peak_mem_mb"] = memory.peak_mb
         validate(pred, len(test.paths), protocol.image_size, info.produces_maps)
-        values, notes = score_episode(test, pred, info.produces_maps)
+        values, notes = score_episode(test, pred, info.produces_maps, protocol.metrics)
         provenance.update(getattr(method, "provenance", lambda: {})())
         record = _record(task, ref, STATUS_OK, values, notes, timing, provenance, None)
         scores = {
@@ -281,7 +255,7 @@ def play(task: EpisodeTask) -> EpisodeOutcome:
         reason = f"{type(exc).__name__}: {exc}"
         where = traceback.extract_tb(exc.__traceback__)[-1]
         reason += f" (at {Path(where.filename).name}:{where.lineno})"
-        empty = {"image_auroc": None, "pixel_auroc": None, "aupro": None}
+        empty = dict.fromkeys(task.protocol.metrics)
         return EpisodeOutcome(
             _record(task, ref, STATUS_FAILED, empty, {}, timing, provenance, reason)
         )
@@ -294,7 +268,7 @@ def failed_outcome(task: EpisodeTask, reason: str) -> EpisodeOutcome:
     info = resolved.cls.info
     ref = MethodRef(resolved.name, info.version, resolved.preset, resolved.params,
                     info.produces_maps)  # fmt: skip
-    empty: dict[str, float | None] = {"image_auroc": None, "pixel_auroc": None, "aupro": None}
+    empty: dict[str, float | None] = dict.fromkeys(task.protocol.metrics)
     timing: dict[str, float | None] = {"meta_fit_s": None, "fit_s": None}
     provenance = {"support": [e.path for e in task.support]}
     return EpisodeOutcome(_record(task, ref, STATUS_FAILED, empty, {}, timing, provenance, reason))
@@ -330,9 +304,8 @@ def _record(
         env={**task.env, **compute_env()},
         provenance=provenance,
         error=error,
+        settings={"batch_size": task.batch_size},
     )
     if status == STATUS_OK:
-        from dataclasses import replace
-
         record = replace(record, scores_file=scores_file_name(record.result_key))
     return record

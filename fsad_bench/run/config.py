@@ -6,15 +6,53 @@ paths produce the same dict and go through ``build_run_config`` alone.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from fsad_bench.errors import FsadError, ProtocolError
-from fsad_bench.protocol import Protocol, adhoc_protocol, load_protocol
-from fsad_bench.runner import RunConfig
+from fsad_bench.protocols.protocol import Protocol, adhoc_protocol, load_protocol
+from fsad_bench.records import Episode
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """The one run configuration, built the same way from CLI options and from a file."""
+
+    protocol: Protocol
+    methods: tuple[str, ...]
+    out_dir: Path
+    method_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    workers: int = 1
+    device: str = "cpu"
+    batch_size: int = 16
+    retry_failed: bool = False
+    only_categories: tuple[str, ...] | None = None
+    episode_timeout_s: float | None = None  # set: every episode in its own killable process
+    episode_memory_mb: float | None = None  # likewise; growth beyond it kills the episode
+    executor: str = "local"  # a name of fsad_bench.execution.EXECUTORS
+    address: str | None = None  # Ray cluster address; None starts a local Ray
+    save_maps: int = 0  # anomaly-map panels saved per episode under maps/ (0: none)
+
+    def episodes(self) -> list[Episode]:
+        """The protocol's episodes, optionally restricted to some held-out categories."""
+        only = self.only_categories
+        return [e for e in self.protocol.episodes() if not only or e.category in only]
+
+    def identity(self) -> dict[str, Any]:
+        """What must not change when a run directory is resumed."""
+        return {
+            "protocol": self.protocol.ref,
+            "protocol_hash": self.protocol.definition_hash(),
+            "image_size": self.protocol.image_size,
+            "batch_size": self.batch_size,  # convolutions round differently per batch size
+            "method_params": {m: self.method_params.get(m, {}) for m in self.methods},
+        }
+
 
 DEFAULT_PROTOCOL = "synthetic_loo"
 OPTION_KEYS = {
@@ -78,10 +116,11 @@ def apply_weights(
     methods: tuple[str, ...], params: dict[str, dict[str, Any]], weights: str
 ) -> dict[str, dict[str, Any]]:
     """``--weights`` sets the ``weights`` parameter of every method that has one."""
+    from fsad_bench.method import method_defaults
     from fsad_bench.registry import resolve
 
     params = {name: dict(values) for name, values in params.items()}
-    takers = [m for m in methods if "weights" in getattr(resolve(m).cls, "defaults", {})]
+    takers = [m for m in methods if "weights" in method_defaults(resolve(m).cls)]
     if not takers:
         raise FsadError(f"--weights given but none of {list(methods)} takes backbone weights")
     for spec in takers:
@@ -176,16 +215,16 @@ def build_run_config(options: Mapping[str, Any]) -> RunConfig:
         methods=methods,
         out_dir=out,
         method_params=params,
-        workers=int(options.get("workers") or 1),
+        workers=_whole(options.get("workers"), "workers", 1, minimum=1),
         device=_device(options.get("device"), options.get("executor")),
-        batch_size=int(options.get("batch_size") or 16),
+        batch_size=_whole(options.get("batch_size"), "batch-size", 16, minimum=1),
         retry_failed=bool(options.get("retry_failed")),
         only_categories=parse_str_list(options.get("categories")),
-        episode_timeout_s=_optional_float(options.get("episode_timeout")),
-        episode_memory_mb=_optional_float(options.get("episode_memory_mb")),
+        episode_timeout_s=_positive(options.get("episode_timeout"), "episode-timeout", "s"),
+        episode_memory_mb=_positive(options.get("episode_memory_mb"), "episode-memory-mb", "MB"),
         executor=_executor(options.get("executor")),
         address=str(options["address"]) if options.get("address") else None,
-        save_maps=int(options.get("save_maps") or 0),
+        save_maps=_whole(options.get("save_maps"), "save-maps", 0, minimum=0),
     )
 
 
@@ -213,14 +252,42 @@ def _device(value: Any, executor: Any) -> str:
     return device
 
 
-def _optional_float(value: Any) -> float | None:
-    return float(value) if value not in (None, "") else None
+def _whole(value: Any, option: str, default: int, minimum: int) -> int:
+    """A whole-number option, checked here so that a bad value is one line before any work."""
+    if value is None or value == "":
+        return default
+    try:
+        number = int(value)
+        if isinstance(value, bool) or number != float(value):
+            raise ValueError(value)
+    except (TypeError, ValueError):
+        raise FsadError(f"--{option} must be a whole number, got {value!r}") from None
+    if number < minimum:
+        raise FsadError(f"--{option} must be at least {minimum}, got {number}")
+    return number
+
+
+def _positive(value: Any, option: str, unit: str) -> float | None:
+    """A limit: absent (no limit) or a finite number > 0; 0, negative and nan are refused
+    rather than read as "no limit" or as a limit every episode breaks."""
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not math.isfinite(number) or number <= 0:
+        raise FsadError(
+            f"--{option} must be a number of {unit} > 0 (leave it out for no limit), got {value!r}"
+        )
+    return number
 
 
 def _executor(name: Any) -> str:
-    from fsad_bench.executors import EXECUTORS
+    from fsad_bench.execution import EXECUTORS
 
     name = str(name or "local")
-    if name not in EXECUTORS:
-        raise FsadError(f"unknown --executor {name!r}; choose one of {', '.join(EXECUTORS)}")
+    known = EXECUTORS.targets()
+    if name not in known:
+        raise FsadError(f"unknown --executor {name!r}; choose one of {', '.join(known)}")
     return name

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from fsad_bench.records import METRIC_NAMES, STATUS_OK, EpisodeRecord
-from fsad_bench.results import RUN_CONFIG, latest_by_key, read_records
+from fsad_bench.store import RUN_CONFIG, latest_by_key, read_records
 
 _SHOWN_GAPS = 6
 

@@ -42,7 +42,8 @@ import torch
 from torch import Tensor, nn
 
 from fsad_bench.errors import FsadError, WeightsError
-from fsad_bench.feature_cache import process_cache, weights_digest
+from fsad_bench.features.cache import process_cache, weights_digest
+from fsad_bench.params import Field, Params, field_validator
 
 if TYPE_CHECKING:
     from timm.models import PretrainedCfg
@@ -420,3 +421,42 @@ def cached_feature_extractor(
     """One shared frozen extractor per process and setting, so episodes do not reload weights."""
     extractor, source = create_feature_extractor(name, weights, layers)
     return extractor.to(device), source
+
+
+# --- parameters of plugins that use a backbone ---------------------------------------------
+
+
+def check_weights_spec(weights: str) -> str:
+    """``pretrained``, ``random`` or an existing checkpoint file: a missing file is caught
+    when the parameters are checked (before any episode), not when a backbone is built."""
+    if weights in ("pretrained", "random") or Path(weights).expanduser().is_file():
+        return weights
+    raise ValueError(f"no file {weights}; pass pretrained, random or a checkpoint path")
+
+
+class BackboneParams(Params):
+    """The parameters every backbone-based plugin shares; subclass it and add your own."""
+
+    backbone: str = Field("efficientnet_lite0", description="a name from fsad-bench's backbones")
+    weights: str = Field("pretrained", description="pretrained, random or a checkpoint path")
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, name: str) -> str:
+        if name not in BACKBONES:
+            raise ValueError(f"choose one of {', '.join(sorted(BACKBONES))}")
+        return name
+
+    @field_validator("weights")
+    @classmethod
+    def _weights(cls, weights: str) -> str:
+        return check_weights_spec(weights)
+
+
+def check_backbone(name: str, weights: str, layers: Sequence[int] | None = None) -> WeightsSource:
+    """Cheap pre-flight for a plugin: the weights resolve offline and the layers exist; the
+    one-line error says which file to put where. Nothing is loaded."""
+    spec = get_spec(name)
+    if layers is not None:
+        _check_layers(spec, layers)
+    return resolve_weights(name, weights)

@@ -7,9 +7,9 @@ here alone, and only when asked for, so the default executor never needs it.
 Each episode is a streaming Ray task that first yields a start marker (after its imports
 and plugin registrations) and then the outcome: the time limit counts from the marker, so
 starting a worker and importing torch is not charged to the episode, as in
-``executors.execute_isolated``. Without ``--address`` a local Ray is started (and stopped)
-here and the workers get the driver's ``sys.path``; on a cluster every node needs
-fsad-bench and the method plugins installed (see docs/scaling.md).
+``execution.isolated`` (both use ``execution.base.Watch``). Without ``--address`` a local
+Ray is started (and stopped) here and the workers get the driver's ``sys.path``; on a
+cluster every node needs fsad-bench and the method plugins installed (docs/scaling.md).
 """
 
 from __future__ import annotations
@@ -20,42 +20,51 @@ import os
 import sys
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from fsad_bench.errors import FsadError
-from fsad_bench.executors import Limits
+from fsad_bench.execution.base import STARTED, Limits, Watch, Work, first_line, register_methods
 
 INSTALL_HINT = "pip install 'fsad-bench[ray]'"
-_STARTED = "started"
 _POLL_S = 1.0  # longest wait between checks of the time limits and for Ctrl-C
 _IN_FLIGHT_PER_WORKER = 2  # enough to keep workers busy, few enough to cancel quickly
 _CRASHES = ("WorkerCrashedError", "OutOfMemoryError", "NodeDiedError", "LocalRayletDiedError")
 
 
-def execute_ray(
-    tasks: list[Any], workers: int, limits: Limits = Limits(), address: str | None = None
-) -> Iterator[Any]:
-    """Yield one outcome per task, in completion order; failures become failed outcomes.
-    Ray's own ``RAY_ADDRESS`` counts as ``address`` (it is set inside ``ray job submit``)."""
-    address = address or os.environ.get("RAY_ADDRESS") or None
-    if limits.memory_mb is not None:
-        raise FsadError(
-            "--episode-memory-mb is only supported by the local executor; with --executor ray "
-            "Ray's own memory monitor kills a task when its node runs low on memory"
-        )
-    if not tasks:  # a finished run resumes without starting Ray
-        return
-    check_device_names(tasks)
-    ray = import_ray()
-    owned = connect(ray, workers, address)
-    try:
-        check_gpus(ray, tasks)
-        yield from _drive(ray, tasks, workers, limits, worker_env(address))
-    finally:
-        if owned:
-            ray.shutdown()
+class RayExecutor:
+    """Ray's own ``RAY_ADDRESS`` counts as ``address`` (it is set inside ``ray job submit``)."""
+
+    def __init__(
+        self,
+        work: Work[Any, Any],
+        workers: int = 1,
+        limits: Limits = Limits(),
+        address: str | None = None,
+    ) -> None:
+        if limits.memory_mb is not None:
+            raise FsadError(
+                "--episode-memory-mb is only supported by the local executor; with --executor "
+                "ray Ray's own memory monitor kills a task when its node runs low on memory"
+            )
+        self.work, self.workers, self.limits = work, workers, limits
+        self.address = address or os.environ.get("RAY_ADDRESS") or None
+
+    def run(self, tasks: Sequence[Any]) -> Iterator[Any]:
+        """One outcome per task, in completion order; failures become failed outcomes."""
+        if not tasks:  # a finished run resumes without starting Ray
+            return
+        check_device_names(tasks)
+        ray = import_ray()
+        owned = connect(ray, self.workers, self.address)
+        try:
+            check_gpus(ray, tasks)
+            yield from _drive(ray, tasks, self.work, self.workers, self.limits,
+                              worker_env(self.address))  # fmt: skip
+        finally:
+            if owned:
+                ray.shutdown()
 
 
 def import_ray() -> Any:
@@ -129,53 +138,47 @@ def task_options(task: Any, runtime_env: dict[str, Any] | None) -> dict[str, Any
     return options
 
 
-def play_streaming(task: Any, targets: dict[str, str]) -> Iterator[Any]:
-    """The Ray task: register the driver's in-process methods (workers start with an empty
-    registry, and are reused, hence ``!=`` rather than ``not in``), import the plugin, send
-    the start marker, then play."""
-    from fsad_bench import registry
-
-    known = registry.list_methods()
-    for name, target in targets.items():
-        if known.get(name) != target:
-            registry.register(name, target)
-    registry.resolve(task.method_spec, task.method_params)
-    from fsad_bench.episode import play
-
-    yield _STARTED
-    yield play(task)
+def play_streaming(work: Work[Any, Any], task: Any) -> Iterator[Any]:
+    """The Ray task: register the driver's in-process methods (workers are reused, so
+    registrations are compared, not only added), prepare (import the plugin), send the start
+    marker, then play."""
+    register_methods(work.registrations)
+    work.prepare(task)
+    yield STARTED
+    yield work.play(task)
 
 
 @dataclass
 class _Flight:
-    """A submitted episode; its deadline is set when the start marker arrives."""
+    """A submitted episode and its clock (the limit counts from the start marker)."""
 
     task: Any
     stream: Any
-    deadline: float = float("inf")
-    started: bool = False
+    watch: Watch
 
 
 def _drive(
-    ray: Any, tasks: list[Any], workers: int, limits: Limits, runtime_env: dict[str, Any] | None
+    ray: Any,
+    tasks: Sequence[Any],
+    work: Work[Any, Any],
+    workers: int,
+    limits: Limits,
+    runtime_env: dict[str, Any] | None,
 ) -> Iterator[Any]:
     """Keep a bounded number of tasks in flight and yield outcomes as they complete."""
-    from fsad_bench.registry import list_methods
-
     remote = ray.remote(play_streaming)
-    targets = list_methods()
     queued, flights = deque(tasks), []
     capacity = _IN_FLIGHT_PER_WORKER * max(workers, 1)
     try:
         while queued or flights:
             while queued and len(flights) < capacity:
                 task = queued.popleft()
-                stream = remote.options(**task_options(task, runtime_env)).remote(task, targets)
-                flights.append(_Flight(task, stream))
+                stream = remote.options(**task_options(task, runtime_env)).remote(work, task)
+                flights.append(_Flight(task, stream, Watch(limits.timeout_s, time.monotonic())))
             streams = [flight.stream for flight in flights]
             ready, _ = ray.wait(streams, num_returns=1, timeout=_wait_s(flights))
             for flight in list(flights):
-                outcome = _settle(ray, flight, limits, any(r is flight.stream for r in ready))
+                outcome = _settle(ray, flight, work, any(r is flight.stream for r in ready))
                 if outcome is not None:
                     flights.remove(flight)
                     yield outcome
@@ -185,41 +188,36 @@ def _drive(
 
 
 def _wait_s(flights: list[_Flight]) -> float:
-    nearest = min(flight.deadline for flight in flights) - time.monotonic()
+    nearest = min(flight.watch.deadline for flight in flights) - time.monotonic()
     return min(max(nearest, 0.05), _POLL_S)
 
 
-def _settle(ray: Any, flight: _Flight, limits: Limits, ready: bool) -> Any:
+def _settle(ray: Any, flight: _Flight, work: Work[Any, Any], ready: bool) -> Any:
     """The flight's outcome when it has one (done, failed or timed out), else None."""
-    from fsad_bench.episode import failed_outcome
-
     if ready:
-        return _receive(ray, flight, limits)
-    if time.monotonic() > flight.deadline:
+        return _receive(ray, flight, work)
+    overdue = flight.watch.overdue(time.monotonic())
+    if overdue:
         _cancel(ray, flight.stream)
-        return failed_outcome(flight.task, f"timed out after {limits.timeout_s:g} s")
+        return work.fail(flight.task, overdue)
     return None
 
 
-def _receive(ray: Any, flight: _Flight, limits: Limits) -> Any:
+def _receive(ray: Any, flight: _Flight, work: Work[Any, Any]) -> Any:
     """The next item of a ready stream: the start marker (None), the outcome, or an error
     that becomes a failed outcome; an error before the marker is a setup fault that would
     fail every episode, so it stops the run instead."""
-    from fsad_bench.episode import failed_outcome
-
     try:
         item = ray.get(next(flight.stream))
     except Exception as exc:  # noqa: BLE001 - recorded as the episode's failure
-        if not flight.started and _is_setup_error(ray, exc):
+        if not flight.watch.started and _is_setup_error(ray, exc):
             raise FsadError(
                 f"Ray workers cannot start an episode: {_reason(ray, exc)}; every node needs "
                 "fsad-bench and the method plugins installed as on the driver"
             ) from exc
-        return failed_outcome(flight.task, _reason(ray, exc))
-    if isinstance(item, str) and item == _STARTED:
-        flight.started = True
-        if limits.timeout_s is not None:
-            flight.deadline = time.monotonic() + limits.timeout_s
+        return work.fail(flight.task, _reason(ray, exc))
+    if isinstance(item, str) and item == STARTED:
+        flight.watch.start(time.monotonic())
         return None
     return item
 
@@ -233,16 +231,10 @@ def _reason(ray: Any, exc: Exception) -> str:
     """One line: the plugin's own exception, or how the worker died."""
     cause = getattr(exc, "cause", None)
     if isinstance(exc, ray.exceptions.RayTaskError) and cause is not None:
-        return f"{_first_line(cause)} (in the Ray worker)"
+        return f"{first_line(cause)} (in the Ray worker)"
     if type(exc).__name__ in _CRASHES:
-        return f"worker process died ({_first_line(exc)})"
-    return f"Ray task failed ({_first_line(exc)})"
-
-
-def _first_line(exc: BaseException) -> str:
-    """Ray's messages run to tracebacks and path lists; a record's reason is one line."""
-    lines = str(exc).strip().splitlines() or [""]
-    return f"{type(exc).__name__}: {lines[0][:300]}"
+        return f"worker process died ({first_line(exc)})"
+    return f"Ray task failed ({first_line(exc)})"
 
 
 def _cancel(ray: Any, stream: Any) -> None:

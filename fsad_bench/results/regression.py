@@ -20,8 +20,8 @@ import pandas as pd
 
 from fsad_bench.errors import FsadError
 from fsad_bench.records import EpisodeRecord
-from fsad_bench.report import aggregate
-from fsad_bench.submission import (
+from fsad_bench.results.report import aggregate
+from fsad_bench.results.submission import (
     Submission,
     build_submission,
     builtin_protocol,
@@ -159,9 +159,9 @@ def rerun(
     data_root: Path | None = None,
 ) -> list[EpisodeRecord]:
     """Play the baseline's episodes again with the same method parameters."""
-    from fsad_bench.config import build_run_config
-    from fsad_bench.results import read_records
-    from fsad_bench.runner import run
+    from fsad_bench.run.config import build_run_config
+    from fsad_bench.run.runner import run
+    from fsad_bench.store import read_records
 
     if (Path(out_dir) / "records.jsonl").exists():
         raise FsadError(f"{out_dir} already holds records; the check needs a new --out directory")

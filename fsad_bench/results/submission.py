@@ -27,17 +27,11 @@ import numpy as np
 import yaml
 
 from fsad_bench.errors import FsadError
-from fsad_bench.protocol import (
-    Protocol,
-    list_protocol_files,
-    load_manifest,
-    load_protocol,
-    manifest_key,
-    support_hash,
-)
+from fsad_bench.protocols.manifests import load_manifest, manifest_key, support_hash
+from fsad_bench.protocols.protocol import Protocol, list_protocol_files, load_protocol
 from fsad_bench.records import METRIC_NAMES, STATUS_OK, EpisodeRecord
-from fsad_bench.report import backbone_init, method_label
-from fsad_bench.results import RECORDS, RUN_CONFIG, latest_by_key
+from fsad_bench.results.report import backbone_init, method_label
+from fsad_bench.store import RECORDS, RUN_CONFIG, latest_by_key
 
 SUBMISSION_SCHEMA = "fsad-bench-submission/1"
 MANIFEST = "manifest.json"
@@ -310,7 +304,7 @@ def validate_records(
 def map_file_problems(files: dict[str, bytes], records: Sequence[EpisodeRecord]) -> list[str]:
     """Saved anomaly maps (optional) must be PNG panels or index.json of this run's episodes;
     anything else under maps/, or any other stray file, is refused rather than shown."""
-    from fsad_bench.gallery import maps_folder
+    from fsad_bench.run.gallery import maps_folder
 
     folders = {maps_folder(r.result_key).split("/")[1] for r in records}
     problems = []
@@ -333,7 +327,7 @@ def map_file_problems(files: dict[str, bytes], records: Sequence[EpisodeRecord])
 
 
 def _saved_maps(run_dir: Path, records: Sequence[EpisodeRecord]) -> dict[str, bytes]:
-    from fsad_bench.gallery import maps_folder
+    from fsad_bench.run.gallery import maps_folder
 
     files = {}
     for record in records:

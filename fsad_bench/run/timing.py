@@ -6,30 +6,11 @@ reading the resident set (or the CUDA allocator's peak) can.
 
 from __future__ import annotations
 
-import os
-import resource
 import threading
 import time
 from types import TracebackType
 
-_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def process_rss_mb(pid: int | str = "self") -> float | None:
-    """Resident set of a process from Linux /proc; None where it cannot be read."""
-    try:
-        with open(f"/proc/{pid}/statm", encoding="ascii") as handle:
-            return int(handle.read().split()[1]) * _PAGE / 2**20
-    except (OSError, ValueError, IndexError):
-        return None
-
-
-def rss_mb() -> float:
-    """This process's resident set (the lifetime peak where /proc is missing)."""
-    current = process_rss_mb()
-    if current is None:
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return current
+from fsad_bench.execution.process import rss_mb
 
 
 class PeakMemory:
@@ -50,7 +31,7 @@ class PeakMemory:
         if self.device.startswith("cuda"):
             import torch
 
-            torch.cuda.reset_peak_memory_stats()
+            torch.cuda.reset_peak_memory_stats(self.device)  # the episode's device, not cuda:0
         else:
             self.peak_mb = rss_mb()
             self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -67,7 +48,7 @@ class PeakMemory:
         else:
             import torch
 
-            self.peak_mb = torch.cuda.max_memory_allocated() / 2**20
+            self.peak_mb = torch.cuda.max_memory_allocated(self.device) / 2**20
 
 
 class Stopwatch:
@@ -78,15 +59,3 @@ class Stopwatch:
 
     def __exit__(self, *exc: object) -> None:
         self.seconds = time.perf_counter() - self.start
-
-
-def seed_everything(seed: int) -> None:
-    """The runner seeds python, numpy and torch before every meta_fit/fit/predict."""
-    import random
-
-    import numpy as np
-    import torch
-
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
