@@ -18,13 +18,13 @@ import torch
 from cputime import bench_parser, best_time, parse_bench_args
 
 from fsad_methods.anograd.core import ConvAutoencoder, ReferenceGradient, train_gradcon
-from fsad_methods.anograd.plugin import AnoGrad
+from fsad_methods.anograd.plugin import AnoGradParams
 from fsad_methods.common.losses import ReconstructionLoss
 from fsad_methods.common.unet import UNet
 from fsad_methods.meta_riad.core import meta_train
 from fsad_methods.meta_riad.plugin import MetaRIAD
 from fsad_methods.riad.core import train_inpainting
-from fsad_methods.riad.plugin import RIAD
+from fsad_methods.riad.plugin import RIADParams
 
 N_CATEGORIES, N_IMAGES = 5, 24  # the synthetic protocol's meta-train set
 
@@ -35,8 +35,8 @@ def images(size: int, seed: int = 0) -> dict[str, torch.Tensor]:
 
 
 def riad_step() -> Callable[[], object]:
-    p = RIAD.defaults
-    net, data = UNet(p["width"]), torch.cat(list(images(p["input_size"]).values()))
+    p = RIADParams()  # the plugin's defaults
+    net, data = UNet(p.width), torch.cat(list(images(p.input_size).values()))
     g = torch.Generator().manual_seed(0)
     loss = ReconstructionLoss()
 
@@ -45,10 +45,10 @@ def riad_step() -> Callable[[], object]:
             net,
             data,
             steps=1,
-            lr=p["pretrain_lr"],
-            batch_size=p["batch_size"],
-            cells=p["cells"],
-            n_masks=p["n_masks"],
+            lr=p.pretrain_lr,
+            batch_size=p.batch_size,
+            cells=p.cells,
+            n_masks=p.n_masks,
             loss_fn=loss,
             generator=g,
         )
@@ -59,15 +59,15 @@ def riad_step() -> Callable[[], object]:
 def meta_riad_step(first_order: bool) -> Callable[[], object]:
     method = MetaRIAD(first_order=first_order)
     config = replace(method.meta_config(), iterations=1)
-    net, data = UNet(method.params["width"]), images(method.params["input_size"])
+    net, data = UNet(method.params.width), images(method.params.input_size)
     g, loss = torch.Generator().manual_seed(0), ReconstructionLoss()
     return lambda: meta_train(net, loss, data, config, g)
 
 
 def anograd_step() -> Callable[[], object]:
-    p = AnoGrad.defaults
-    model, reference = ConvAutoencoder(p["width"]), ReferenceGradient()
-    data = torch.cat(list(images(p["input_size"]).values()))
+    p = AnoGradParams()  # the plugin's defaults
+    model, reference = ConvAutoencoder(p.width), ReferenceGradient()
+    data = torch.cat(list(images(p.input_size).values()))
     g = torch.Generator().manual_seed(0)
 
     def step() -> object:  # after the first call the gradient term (double backward) is on
@@ -76,9 +76,9 @@ def anograd_step() -> Callable[[], object]:
             data,
             reference,
             steps=1,
-            lr=p["pretrain_lr"],
-            batch_size=p["batch_size"],
-            alpha=p["alpha"],
+            lr=p.pretrain_lr,
+            batch_size=p.batch_size,
+            alpha=p.alpha,
             generator=g,
         )
 

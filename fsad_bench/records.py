@@ -21,7 +21,6 @@ from fsad_bench import identity
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
 _SCHEMA_2_FIELDS = ("settings", "test_set_hash")
-METRIC_NAMES = identity.METRICS
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 

@@ -9,14 +9,15 @@ never through Markdown or HTML.
 from __future__ import annotations
 
 import argparse
-import sys
 import os
+import sys
 from pathlib import Path
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
+from fsad_bench.identity import KIND_PUBLISHED, KIND_REPRODUCED, METRIC_LABELS
 from fsad_leaderboard import data, tables
 
 TABS = [
@@ -52,15 +53,15 @@ def reproduced_first(column: pd.Series, reproduced: set[str]) -> list[str]:
 
 def sidebar(frame: pd.DataFrame) -> dict:
     """Filters: dataset, protocol, metric, K, methods; reproduced datasets come first."""
-    reproduced = frame[frame["kind"] == data.KIND_REPRODUCED]
+    reproduced = frame[frame["kind"] == KIND_REPRODUCED]
     datasets = reproduced_first(frame["dataset"], set(reproduced["dataset"]))
     dataset = st.sidebar.selectbox("Dataset", datasets)
     in_dataset = frame[frame["dataset"] == dataset]
     protocols = reproduced_first(in_dataset["protocol"], set(reproduced["protocol"]))
     protocol = st.sidebar.selectbox("Protocol", protocols)
     part = in_dataset[in_dataset["protocol"] == protocol]
-    metrics = [m for m in tables.METRIC_LABELS if m in set(part["metric"])]
-    metric = st.sidebar.selectbox("Metric", metrics, format_func=tables.METRIC_LABELS.get)
+    metrics = [m for m in METRIC_LABELS if m in set(part["metric"])]
+    metric = st.sidebar.selectbox("Metric", metrics, format_func=METRIC_LABELS.get)
     ks_all = sorted(part["k"].unique(), key=tables.k_order)
     ks = st.sidebar.multiselect("K (shots)", ks_all, default=ks_all)
     entries_all = sorted(part["entry"].unique())
@@ -112,7 +113,7 @@ def show_curve(view: pd.DataFrame, metric: str) -> None:
         .mark_line(point=True)
         .encode(
             x=alt.X("K:Q", scale=alt.Scale(type="log", base=2), title="K (shots)"),
-            y=alt.Y("mean:Q", scale=alt.Scale(zero=False), title=tables.METRIC_LABELS[metric]),
+            y=alt.Y("mean:Q", scale=alt.Scale(zero=False), title=METRIC_LABELS[metric]),
             color=alt.Color("entry:N", title="method"),
             strokeDash=alt.StrokeDash("kind:N"),
             tooltip=["entry", "K", "mean", "std"],
@@ -156,8 +157,8 @@ def show_comparison(frame: pd.DataFrame) -> None:
             "No method has the same dataset, protocol and K both as published and as "
             "reproduced yet."
         )
-        published = sorted(frame.loc[frame["kind"] == "published", "dataset"].unique())
-        reproduced = sorted(frame.loc[frame["kind"] == "reproduced", "dataset"].unique())
+        published = sorted(frame.loc[frame["kind"] == KIND_PUBLISHED, "dataset"].unique())
+        reproduced = sorted(frame.loc[frame["kind"] == KIND_REPRODUCED, "dataset"].unique())
         st.text(f"published datasets: {', '.join(published) or 'none'}\n"
                 f"reproduced datasets: {', '.join(reproduced) or 'none'}")  # fmt: skip
         return

@@ -18,20 +18,18 @@ from pathlib import Path
 import pandas as pd
 
 from fsad_bench.errors import FsadError
+from fsad_bench.identity import KIND_PUBLISHED, KIND_REPRODUCED
 from fsad_bench.records import STATUS_OK, EpisodeRecord
-from fsad_bench.results.report import aggregate, method_label, run_categories
+from fsad_bench.results.report import aggregate, backbone_init, method_label, run_categories
 from fsad_bench.results.submission import (
     MAX_FILE_BYTES,
     Submission,
-    backbone_init,
     find_submissions,
     load_submission,
 )
 from fsad_bench.store import latest_by_key, read_records
 
 PUBLISHED_CSV = Path("reference") / "published.csv"
-KIND_PUBLISHED = "published"
-KIND_REPRODUCED = "reproduced"
 COLUMNS = [
     "entry", "kind", "method", "plugin", "dataset", "protocol", "category", "k", "metric",
     "mean", "std", "n_seeds", "backbone_init", "ms_per_image", "n_categories", "of_categories",
@@ -242,6 +240,6 @@ def saved_maps(folder: Path) -> dict[str, list[Panel]]:
             score_text = f"{score:.4g}" if isinstance(score, (int, float)) else "?"
             shown.append(Panel(image, f"{panel.get('path', '?')} ({kind}, score {score_text})"))
         if shown:
-            label = f"{record.method.name} {record.category} K={record.k} seed={record.seed}"
+            label = f"{record.method.label} {record.category} K={record.k} seed={record.seed}"
             episodes[label] = shown
     return episodes

@@ -10,12 +10,13 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from fsad_bench.identity import KIND_PUBLISHED, KIND_REPRODUCED
+
 NA = "n/a"
 BEST = "★ "
 CI_SUFFIX = ".ci"
 # backbone inits whose reproductions may stand beside a paper's figure (see comparable())
 COMPARABLE_INITS = ("pretrained", "none")
-METRIC_LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO@0.3"}
 
 
 def k_order(value: str) -> tuple[int, float]:
@@ -78,7 +79,7 @@ def ranking(frame: pd.DataFrame, k: str, metric: str) -> pd.DataFrame:
 
 def coverage(kind: str, covered: float, of: float) -> str:
     """'covered/of' categories, so a mean over a subset is not read as a full run's."""
-    if kind == "published":
+    if kind == KIND_PUBLISHED:
         return "as published"
     if pd.isna(covered):
         return NA
@@ -182,8 +183,8 @@ def published_vs_reproduced(frame: pd.DataFrame) -> pd.DataFrame:
     """Same plugin, dataset, protocol, K, category and metric in both: published,
     reproduced, diff. A paper's own split is not our protocol, so it is never paired."""
     keys = ["plugin", "dataset", "protocol", "k", "category", "metric"]
-    published = with_protocol(frame[(frame["kind"] == "published") & (frame["plugin"] != "")])
-    reproduced = with_protocol(comparable(frame[frame["kind"] == "reproduced"]))
+    published = with_protocol(frame[(frame["kind"] == KIND_PUBLISHED) & (frame["plugin"] != "")])
+    reproduced = with_protocol(comparable(frame[frame["kind"] == KIND_REPRODUCED]))
     merged = published[[*keys, "entry", "mean", "source"]].merge(
         reproduced[[*keys, "entry", "mean"]], on=keys, suffixes=("_published", "_reproduced")
     )

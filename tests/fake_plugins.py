@@ -5,9 +5,16 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+from pydantic import create_model
 
 from fsad_bench.method import MetaTrainSet, MethodBase, MethodInfo, NotFittedError
+from fsad_bench.params import Params
 from fsad_bench.records import Prediction
+
+
+def _params(name: str, **defaults: Any) -> type[Params]:
+    """A one-field parameter set for a fake plugin, typed by its default."""
+    return create_model(name, __base__=Params, **{k: (type(v), v) for k, v in defaults.items()})
 
 
 class MeanDistance(MethodBase):
@@ -46,7 +53,6 @@ class MetaSpy(MeanDistance):
     """Records which categories meta_fit saw; the runner must never include the held-out one."""
 
     info: ClassVar[MethodInfo] = MethodInfo("metaspy", "0", True, True)
-    defaults: ClassVar[dict[str, Any]] = {}
     seen: ClassVar[list[tuple[str, int, tuple[str, ...]]]] = []
     draws: ClassVar[list[float]] = []  # one draw of the runner-seeded RNG per meta_fit
 
@@ -66,12 +72,12 @@ class Hangs(MeanDistance):
     """A stuck plugin: fit never returns when given ``hang_k`` support images."""
 
     info: ClassVar[MethodInfo] = MethodInfo("hangs", "0", True, False)
-    defaults: ClassVar[dict[str, Any]] = {"hang_k": 2}
+    params_type = _params("HangParams", hang_k=2)
 
     def fit(self, support: torch.Tensor) -> None:
         import time
 
-        while len(support) == self.params["hang_k"]:
+        while len(support) == self.params.hang_k:
             time.sleep(3600)
         super().fit(support)
 
@@ -110,7 +116,7 @@ class Leaks(MeanDistance):
     as a plugin with a cache that never empties would."""
 
     info: ClassVar[MethodInfo] = MethodInfo("leaks", "0", True, False)
-    defaults: ClassVar[dict[str, Any]] = {"leak_mb": 600}
+    params_type = _params("LeakParams", leak_mb=600)
     kept: ClassVar[list[Any]] = []
 
     def fit(self, support: torch.Tensor) -> None:
@@ -119,7 +125,7 @@ class Leaks(MeanDistance):
         import numpy as np
 
         if len(support) == 2:
-            Leaks.kept.append(np.ones(int(self.params["leak_mb"]) * 2**17))  # 8-byte floats
+            Leaks.kept.append(np.ones(int(self.params.leak_mb) * 2**17))  # 8-byte floats
             time.sleep(1.0)  # the runner samples memory a few times a second
         super().fit(support)
 
@@ -139,12 +145,12 @@ class Naps(MeanDistance):
     """A slow but well-behaved plugin: fit sleeps ``nap_s`` seconds."""
 
     info: ClassVar[MethodInfo] = MethodInfo("naps", "0", True, False)
-    defaults: ClassVar[dict[str, Any]] = {"nap_s": 1.5}
+    params_type = _params("NapParams", nap_s=1.5)
 
     def fit(self, support: torch.Tensor) -> None:
         import time
 
-        time.sleep(self.params["nap_s"])
+        time.sleep(self.params.nap_s)
         super().fit(support)
 
 

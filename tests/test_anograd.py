@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from fsad_bench.method import MetaTrainSet
+from fsad_bench.params import ParamError
 from fsad_bench.testing.data import tiny_normals
 from fsad_methods.anograd.core import (
     ConvAutoencoder,
@@ -131,5 +132,15 @@ def test_beta_defaults_to_four_alpha() -> None:
 
 
 def test_bad_fit_reference_names_the_choices() -> None:
-    with pytest.raises(ValueError, match="fit_reference='keep'"):
+    with pytest.raises(ParamError, match="fit_reference='keep': input should be 'reset' or"):
         AnoGrad(fit_reference="keep")
+    with pytest.raises(ParamError, match="input_size=40: input should be a multiple of 16"):
+        AnoGrad(input_size=40)
+
+
+@pytest.mark.parametrize(("name", "value"), [("alpha", -0.1), ("beta", -1.0), ("batch_size", 0)])
+def test_out_of_range_value_is_one_line_naming_the_parameter(name: str, value: object) -> None:
+    with pytest.raises(ParamError) as error:
+        AnoGrad(**{name: value})
+    message = str(error.value)
+    assert message.startswith(f"anograd: parameter {name}={value!r}:") and "\n" not in message

@@ -45,7 +45,12 @@ def test_unknown_method_lists_known_ones(mvtec_root: Path, tmp_path: Path) -> No
     [
         ("patchcroe.sigma=2", ["patchcroe", "METHOD.KEY=VALUE"]),  # a method not in the run
         ("patchcore.sigmaa=2", ["['sigmaa']", "valid parameters are ['backbone'"]),  # a typo
-        ("patchcore.coreset_ratio=abc", ["coreset_ratio='abc'", "should be a number"]),
+        ("patchcore.coreset_ratio=abc", ["coreset_ratio='abc'", "valid number"]),
+        ("patchcore.coreset_ratio=2", ["coreset_ratio=2", "less than or equal to 1"]),
+        ("patchcore.coreset_ratio=0", ["coreset_ratio=0", "greater than 0"]),
+        ("patchcore.coreset_ratio=-1", ["coreset_ratio=-1", "greater than 0"]),
+        ("patchcore.weights=/no/such.pth", ["weights='/no/such.pth'", "no file /no/such.pth"]),
+        ("patchcore.num_neighbours=0", ["num_neighbours=0", "greater than or equal to 1"]),
     ],
 )
 def test_bad_param_stops_before_any_episode(
@@ -58,7 +63,19 @@ def test_bad_param_stops_before_any_episode(
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert all(needle in lines[0] for needle in needles), lines[0]
-    assert not (out / "records.jsonl").exists()
+    assert not (out / "records.jsonl").exists() and not (out / "run.json").exists()
+
+
+def test_weights_option_naming_a_missing_file_stops_before_any_episode(
+    mvtec_root: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["run", "--data-root", str(mvtec_root), "--layout", "mvtec",
+                                 "--method", "patchcore", "--weights", "/no/such.pth",
+                                 "--out", str(out)])  # fmt: skip
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert "/no/such.pth" in lines[0] and not out.exists()
 
 
 def test_check_plugin_with_an_unknown_name_is_one_line() -> None:

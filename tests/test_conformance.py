@@ -6,7 +6,15 @@ import pytest
 
 from fsad_bench import registry
 from fsad_bench.errors import PluginError
-from fsad_bench.testing import CHECKS, CheckResult, conformance_cases, run_check, run_checks
+from fsad_bench.testing import (
+    CHECKS,
+    CheckResult,
+    conformance_cases,
+    run_check,
+    run_check_result,
+    run_checks,
+    subject_of,
+)
 
 
 @pytest.mark.parametrize(("method", "check"), conformance_cases())
@@ -46,8 +54,8 @@ def _statuses(results: dict[str, CheckResult]) -> dict[str, str]:
 
 
 def test_fit_resets_respects_deterministic_false() -> None:
-    """Fault 1: a plugin that declares deterministic=False and varies run to run is not
-    failed for it; one that declares it but reproduces is still checked for leaks."""
+    """A plugin that declares deterministic=False and varies run to run is not failed for
+    it; one that declares it but reproduces is still checked for leaks."""
     results = _results("jitters", "accumulatesloose")
     jitters = results["jitters"]
     assert jitters["fit_resets"].status == "skip", jitters["fit_resets"]
@@ -58,7 +66,7 @@ def test_fit_resets_respects_deterministic_false() -> None:
 
 
 def test_nan_output_is_reported_once_by_output_contract() -> None:
-    """Fault 2: NaN scores fail output_contract only; comparisons treat NaN as NaN and the
+    """NaN scores fail output_contract only; comparisons treat NaN as NaN and the
     checks that cannot judge NaN say so instead of giving a wrong diagnosis."""
     results = _results("nanscores")["nanscores"]
     failed = [check for check, r in results.items() if r.status == "fail"]
@@ -80,7 +88,7 @@ def test_nan_only_at_min_k_is_a_min_k_failure() -> None:
 
 
 def test_deterministic_compares_maps() -> None:
-    """Fault 3: maps that change under the same seed fail, even when the scores do not."""
+    """Maps that change under the same seed fail, even when the scores do not."""
     results = _results("noisymaps")["noisymaps"]
     result = results["deterministic"]
     assert result.status == "fail", result
@@ -92,7 +100,7 @@ def test_deterministic_compares_maps() -> None:
 
 
 def test_output_contract_messages_name_the_type_and_expected_shape() -> None:
-    """Fault 4: a numpy return is named as such; shapes state what was expected."""
+    """A numpy return is named as such; shapes state what was expected."""
     results = _results("numpyscores", "wrongmaps")
     numpy_result = results["numpyscores"]["output_contract"]
     assert numpy_result.message == "scores must be a torch.Tensor, got numpy.ndarray"
@@ -105,7 +113,7 @@ def test_output_contract_messages_name_the_type_and_expected_shape() -> None:
 
 
 def test_comparison_failures_are_one_sentence() -> None:
-    """Fault 4: no raw assert_close dump; say what differs, by how much, and what it means."""
+    """No raw assert_close dump; say what differs, by how much, and what it means."""
     results = _results("accumulates", "batchcentred")
     leak = results["accumulates"]["fit_resets"]
     assert leak.status == "fail"
@@ -125,7 +133,8 @@ def test_predict_before_fit_names_the_wrong_exception() -> None:
 
 
 def test_checks_that_do_not_apply_are_skipped() -> None:
-    """Fault 5: SKIP with a reason, not PASS; a skip is not a failure."""
+    """A check the plugin's MethodInfo rules out is a SKIP with a reason, not a PASS; a skip
+    is not a failure."""
     results = _results("meandist", "jitters")
     meta = results["meandist"]["meta_state_roundtrip"]
     assert (meta.status, meta.skipped, meta.passed) == ("skip", True, True)
@@ -146,7 +155,7 @@ def test_run_check_skips_in_pytest() -> None:
 
 
 def test_conformance_cases_rejects_an_unknown_name() -> None:
-    """Fault 6: a typo is the registry's one-line error, not nine failing cases."""
+    """A typo is the registry's one-line error, not a failing case per check."""
     with pytest.raises(PluginError, match="unknown method 'typo'") as info:
         conformance_cases(["typo"])
     assert "\n" not in str(info.value)
@@ -156,3 +165,54 @@ def test_conformance_cases_rejects_an_unknown_name() -> None:
 def test_run_check_rejects_an_unknown_check() -> None:
     with pytest.raises(ValueError, match="unknown conformance check 'typo'"):
         run_check("patchcore", "typo")
+
+
+def test_a_class_an_instance_and_a_preset_are_checked_without_registration() -> None:
+    import fake_plugins
+
+    by_class = {r.check: r.status for r in run_checks(fake_plugins.MeanDistance)}
+    by_instance = {r.check: r.status for r in run_checks(fake_plugins.Naps(nap_s=0.0))}
+    assert by_class["output_contract"] == by_instance["output_contract"] == "pass"
+    assert by_class["meta_state_roundtrip"] == "skip"
+    naps = subject_of(fake_plugins.Naps(nap_s=0.0))
+    assert naps.params == {"nap_s": 0.0} and naps.label == "naps"
+    assert subject_of("patchcore.full_bank").params == {"coreset_ratio": 1.0}
+
+
+def test_inputs_changed_by_predict_fail_and_a_declared_xfail_is_reported_as_such() -> None:
+    import fake_plugins
+
+    result = run_check_result(fake_plugins.Scribbles, "inputs_unchanged")
+    assert result.status == "fail" and "images changed by fit/predict" in result.message
+
+    class KnownScribbler(fake_plugins.Scribbles):
+        conformance_xfail = {"inputs_unchanged": "writes into its inputs, fix pending"}
+
+    expected = run_check_result(KnownScribbler, "inputs_unchanged")
+    assert expected.status == "skip" and expected.message.startswith("expected failure")
+    with pytest.raises(pytest.xfail.Exception, match="fix pending"):
+        run_check(KnownScribbler, "inputs_unchanged")
+
+    class WronglyDeclared(fake_plugins.MeanDistance):
+        conformance_xfail = {"output_contract": "thought broken"}
+
+    passed = run_check_result(WronglyDeclared, "output_contract")
+    assert passed.status == "skip" and "remove it from conformance_xfail" in passed.message
+
+
+def test_provenance_that_json_changes_and_presets_that_do_not_build_fail() -> None:
+    import fake_plugins
+
+    class TupleProvenance(fake_plugins.MeanDistance):
+        def provenance(self) -> dict:
+            return {"layers": (2, 3)}
+
+    result = run_check_result(TupleProvenance, "provenance_roundtrip")
+    assert result.status == "fail" and "changes through JSON" in result.message
+
+    class BadPreset(fake_plugins.Naps):
+        presets = {"fine": {"nap_s": 0.5}, "typo": {"nap_seconds": 1.0}}
+
+    result = run_check_result(BadPreset, "presets_build")
+    assert result.status == "fail" and "typo (ParamError" in result.message
+    assert "fine" not in result.message

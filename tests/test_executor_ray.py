@@ -15,12 +15,12 @@ import pytest
 import ray  # no importorskip: CI installs the ray extra, and these tests must run there
 
 from fsad_bench.errors import FsadError
+from fsad_bench.execution import Limits
 from fsad_bench.execution import ray as executor_ray
-from fsad_bench.execution.local import Limits
 from fsad_bench.protocols.manifests import plan_supports
 from fsad_bench.protocols.protocol import load_categories
 from fsad_bench.run.config import build_run_config
-from fsad_bench.run.runner import build_tasks, run
+from fsad_bench.run.runner import build_tasks, episode_work, run
 from fsad_bench.store import read_records
 
 pytestmark = [pytest.mark.usefixtures("fake_methods"), pytest.mark.slow]
@@ -125,7 +125,7 @@ def test_resume_plays_only_missing_episodes(mvtec_root: Path, tmp_path: Path) ->
 def test_closing_the_stream_cancels_what_is_in_flight(mvtec_root: Path, tmp_path: Path) -> None:
     """What happens on an exception or Ctrl-C in the driver: the generator is closed."""
     tasks = plan_tasks(config(mvtec_root, tmp_path / "run", methods="meandist,hangs"))
-    stream = executor_ray.execute_ray(tasks, 2, Limits(), None)
+    stream = executor_ray.RayExecutor(episode_work(), 2, Limits(), None).run(tasks)
     outcomes = [next(stream) for _ in range(3)]  # the fourth (hangs, K=2) never comes
     assert {(o.record.method.name, o.record.k) for o in outcomes} == {
         ("meandist", 1),
@@ -153,7 +153,7 @@ def test_memory_limit_and_missing_ray_are_one_line_errors(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     with pytest.raises(FsadError, match="only supported by the local executor"):
-        next(executor_ray.execute_ray([object()], 2, Limits(memory_mb=100), None))
+        executor_ray.RayExecutor(episode_work(), 2, Limits(memory_mb=100), None)
     with pytest.raises(FsadError, match="Ray Client addresses cannot stream"):
         executor_ray.connect(ray, 2, "ray://head:10001")
     with pytest.raises(FsadError, match="cannot connect to Ray at auto: .*ray start --head"):

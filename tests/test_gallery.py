@@ -75,6 +75,19 @@ def test_run_saves_panels_and_the_gallery_lists_them(mvtec_root: Path, tmp_path:
     assert "(defective, score" in episodes["meandist alpha K=1 seed=0"][0].caption
 
 
+@pytest.mark.usefixtures("fake_methods")
+def test_two_presets_of_one_method_keep_their_own_panels(mvtec_root: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    options = {"data_root": mvtec_root, "layout": "mvtec", "methods": "meandist,meandist.ci",
+               "shots": "1", "seeds": "0", "categories": "alpha", "out": out, "image_size": 32,
+               "save_maps": 2}  # fmt: skip
+    run(build_run_config(options), log=lambda _: None)
+    assert sorted(data.saved_maps(out)) == [
+        "meandist alpha K=1 seed=0",
+        "meandist.ci alpha K=1 seed=0",
+    ]
+
+
 def test_no_maps_without_the_option_or_without_maps(tmp_path: Path) -> None:
     labels = torch.tensor([0, 1])
     maps = torch.rand(2, 8, 8)

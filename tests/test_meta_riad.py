@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.func import functional_call
 
 from fsad_bench.method import MetaTrainSet
+from fsad_bench.params import ParamError
 from fsad_bench.testing.data import tiny_normals
 from fsad_methods.common.losses import ReconstructionLoss
 from fsad_methods.common.reconstruction import random_pixel_masks
@@ -148,3 +150,20 @@ def test_adaptation_changes_the_scores() -> None:
     unadapted, adapted = scores_after(0, state), scores_after(3, state)
     assert not torch.allclose(unadapted, adapted, rtol=1e-3, atol=1e-5)
     torch.testing.assert_close(scores_after(3, state), adapted)  # and deterministically so
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("input_size", 40), ("meta_shots", 0), ("bn_passes", 0), ("density", [0.5, 0.2])],
+)
+def test_out_of_range_value_is_one_line_naming_the_parameter(name: str, value: object) -> None:
+    with pytest.raises(ParamError) as error:
+        MetaRIAD(**{name: value})
+    message = str(error.value)
+    assert message.startswith(f"meta_riad: parameter {name}={value!r}:") and "\n" not in message
+
+
+def test_list_parameters_keep_their_json_form() -> None:
+    params = MetaRIAD(density=[0.1, 0.9]).get_params()
+    assert params["density"] == [0.1, 0.9] and params["test_cells"] == [1]
+    assert MetaRIAD(**params).get_params() == params

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from typing import get_args
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from fsad_bench.params import ParamError
 from fsad_bench.testing.data import tiny_defect, tiny_normals
 from fsad_methods.common.features import concat_at_finest
-from fsad_methods.common.gaussian import PositionGaussians
+from fsad_methods.common.gaussian import COVARIANCES, PositionGaussians
 from fsad_methods.padim.core import PaDiMModel, random_channels
-from fsad_methods.padim.plugin import PaDiM
+from fsad_methods.padim.plugin import Covariance, PaDiM
 
 
 def pooled_pyramid(images: torch.Tensor) -> list[torch.Tensor]:
@@ -71,12 +74,27 @@ def test_defect_scores_above_support_and_k1_is_finite(covariance: str) -> None:
 
 
 def test_plugin_rejects_bad_params_with_the_fix() -> None:
-    with pytest.raises(ValueError, match="choose one of"):
+    with pytest.raises(ParamError, match="covariance='shrunk'.*'eps' or 'ledoit_wolf'"):
         PaDiM(covariance="shrunk")
-    with pytest.raises(ValueError, match="positive integer or null"):
+    with pytest.raises(ParamError, match="d=0: input should be greater than or equal to 1"):
         PaDiM(d=0)
-    with pytest.raises(ValueError, match="eps"):
+    with pytest.raises(ParamError, match="eps=0: input should be greater than 0"):
         PaDiM(eps=0)
+    with pytest.raises(ParamError, match="d=2.5"):
+        PaDiM(d=2.5)
+
+
+@pytest.mark.parametrize(("name", "value"), [("sigma", -1.0), ("channel_seed", -3), ("d", -1)])
+def test_out_of_range_value_is_one_line_naming_the_parameter(name: str, value: object) -> None:
+    with pytest.raises(ParamError) as error:
+        PaDiM(**{name: value})
+    message = str(error.value)
+    assert message.startswith(f"padim: parameter {name}={value!r}:") and "\n" not in message
+
+
+def test_covariance_choices_are_the_cores() -> None:
+    assert get_args(Covariance) == COVARIANCES
+    assert PaDiM(d=None).get_params()["d"] is None  # null still keeps every channel
 
 
 def test_plugin_provenance_names_backbone_layers_and_channels() -> None:

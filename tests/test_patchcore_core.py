@@ -8,6 +8,7 @@ from torch import nn
 
 from fsad_methods.patchcore.core import (
     FaissNearestNeighbours,
+    GreedyCoresetSampler,
     PatchCoreModel,
     aggregate_features,
     greedy_coreset,
@@ -98,7 +99,7 @@ class PixelFeatures(nn.Module):
 def test_support_scores_zero_with_full_bank_and_defect_scores_high() -> None:
     generator = torch.Generator().manual_seed(4)
     support = 0.5 + 0.05 * torch.randn(3, 3, 32, 32, generator=generator)
-    model = PatchCoreModel(PixelFeatures(), coreset_ratio=1.0, sigma=1.0)
+    model = PatchCoreModel(PixelFeatures(), GreedyCoresetSampler(ratio=1.0), sigma=1.0)
     model.fit(support, torch.Generator().manual_seed(0))
     scores, maps = model.score(support)
     assert torch.allclose(scores, torch.zeros(3), atol=1e-3)
@@ -111,3 +112,33 @@ def test_support_scores_zero_with_full_bank_and_defect_scores_high() -> None:
     # the map peaks inside the defect
     peak = divmod(int(defect_maps[0].argmax()), 32)
     assert 6 <= peak[0] <= 17 and 6 <= peak[1] <= 17
+
+
+class Exhaustive:
+    """A stand-in nearest-neighbour search: brute force with torch.cdist."""
+
+    def fit(self, bank: torch.Tensor) -> None:
+        self.bank = bank
+
+    def distances(self, queries: torch.Tensor, k: int) -> torch.Tensor:
+        return torch.cdist(queries, self.bank).topk(k, largest=False).values
+
+
+class KeepAll:
+    def sample(self, bank: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return bank
+
+
+def test_sampler_and_search_are_injected_strategies() -> None:
+    """A variant is an argument: the full bank with a brute-force search scores as the full
+    coreset with faiss (both exact)."""
+    support = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    images = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    default = PatchCoreModel(PixelFeatures(), GreedyCoresetSampler(ratio=1.0), sigma=1.0)
+    variant = PatchCoreModel(PixelFeatures(), KeepAll(), Exhaustive(), sigma=1.0)
+    for model in (default, variant):
+        model.fit(support, torch.Generator().manual_seed(0))
+    (s1, m1), (s2, m2) = default.score(images), variant.score(images)
+    torch.testing.assert_close(s1, s2, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(m1, m2, rtol=1e-4, atol=1e-5)
+    assert variant.bank_size == default.bank_size == 2 * 8 * 8

@@ -4,19 +4,23 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import get_args
 
 import pytest
 import torch
 from torch import nn
 
 from fsad_bench.datasets.io import load_image
+from fsad_bench.errors import WeightsError
 from fsad_bench.features.backbones import cached_feature_extractor
-from fsad_bench.method import MetaTrainSet
+from fsad_bench.method import MetaTrainSet, method_defaults
+from fsad_bench.params import ParamError
 from fsad_bench.run.config import build_run_config
 from fsad_bench.run.runner import run
 from fsad_bench.run.seeding import seed_everything
 from fsad_bench.testing.data import tiny_defect, tiny_normals
 from fsad_methods.common.features import concat_at_finest
+from fsad_methods.regad import plugin as regad_plugin
 from fsad_methods.regad.core import (
     RegADNet,
     TrainSettings,
@@ -24,7 +28,7 @@ from fsad_methods.regad.core import (
     pair_loss,
     train_registration,
 )
-from fsad_methods.regad.plugin import RegAD, split_stages
+from fsad_methods.regad.plugin import RegAD, StnMode, split_stages
 from fsad_methods.regad.stn import (
     STN_MODES,
     SpatialTransformer,
@@ -183,7 +187,6 @@ def test_zero_iterations_keep_the_untrained_network() -> None:
 
 
 def test_provenance_names_the_backbone_that_ran() -> None:
-    from fsad_bench.errors import WeightsError
     from fsad_bench.features.backbones import resolve_weights
 
     try:
@@ -191,20 +194,69 @@ def test_provenance_names_the_backbone_that_ran() -> None:
         expected = "resnet18"
     except WeightsError:
         expected = "efficientnet_lite0"
-    provenance = RegAD(**TINY).provenance()
+    method = RegAD(**TINY)
+    provenance = method.provenance()
     assert provenance["backbone"] == expected and provenance["backbone_requested"] == "auto"
     assert expected in provenance["weights"]
+    assert method.get_params()["backbone"] == expected  # the run identity names it too
+    rebuilt = RegAD(**method.get_params())
+    assert rebuilt.get_params() == method.get_params()
+    assert rebuilt.provenance()["backbone_requested"] == expected
+
+
+@pytest.mark.parametrize("resnet18_here", [True, False])
+def test_auto_resolves_at_construction(
+    resnet18_here: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both branches, whatever this machine holds: ResNet-18 when its weights resolve
+    (with the weights asked for), else EfficientNet-Lite0 with its pretrained weights."""
+    asked: list[tuple[str, str]] = []
+
+    def check(name: str, weights: str, layers: object = None) -> None:
+        asked.append((name, weights))
+        if not resnet18_here:
+            raise WeightsError("no resnet18 here")
+
+    monkeypatch.setattr(regad_plugin, "check_backbone", check)
+    params = RegAD(weights="random").get_params()
+    assert asked == [("resnet18", "random")]
+    expected = ("resnet18", "random") if resnet18_here else ("efficientnet_lite0", "pretrained")
+    assert (params["backbone"], params["weights"]) == expected
+    asked.clear()
+    assert RegAD(backbone="efficientnet_lite1").get_params()["backbone"] == "efficientnet_lite1"
+    assert asked == []  # an explicit backbone is never looked up at construction
+    assert method_defaults(RegAD)["backbone"] == "auto"  # the declared default stays auto
 
 
 def test_bad_params_fail_with_the_fix() -> None:
-    with pytest.raises(ValueError, match="choose one of"):
+    with pytest.raises(ParamError, match="stn_mode='perspective'.*'rotation_scale'"):
         RegAD(stn_mode="perspective")
-    with pytest.raises(ValueError, match="exactly one of epochs and iterations"):
+    with pytest.raises(ParamError, match="exactly one of epochs and iterations"):
         RegAD(epochs=5)
-    with pytest.raises(ValueError, match="frozen_stages"):
+    with pytest.raises(ParamError, match="exactly one of epochs and iterations"):
+        RegAD(iterations=None)
+    with pytest.raises(ParamError, match="frozen_stages=4: input should be less than or equal"):
         RegAD(frozen_stages=4)
-    with pytest.raises(ValueError, match="multiple of 16"):
+    with pytest.raises(ParamError, match="input_size=100: input should be a multiple of 16"):
         RegAD(input_size=100)
+    with pytest.raises(ParamError, match="backbone='vgg16': choose auto or one of"):
+        RegAD(backbone="vgg16")
+    RegAD(epochs=5, iterations=None)  # the paper's budget form builds
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [("input_size", 16), ("val_fraction", 1.0), ("momentum", -0.1), ("batch_size", 0)],
+)
+def test_out_of_range_value_is_one_line_naming_the_parameter(name: str, value: object) -> None:
+    with pytest.raises(ParamError) as error:
+        RegAD(**{name: value})
+    message = str(error.value)
+    assert message.startswith(f"regad: parameter {name}={value!r}:") and "\n" not in message
+
+
+def test_stn_choices_are_the_cores() -> None:
+    assert set(get_args(StnMode)) == set(STN_MODES)
 
 
 def test_runner_never_shows_meta_fit_the_held_out_images(

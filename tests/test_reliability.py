@@ -24,6 +24,9 @@ from fsad_bench.cli import app as cli_app
 from fsad_bench.datasets import mvtec
 from fsad_bench.datasets.io import load_category_tensors
 from fsad_bench.errors import DatasetError, FsadError
+from fsad_bench.execution import base as execution_base
+from fsad_bench.execution.base import Watch
+from fsad_bench.identity import METRICS
 from fsad_bench.protocols.manifests import SupportEntry, check_entries
 from fsad_bench.records import EpisodeRecord
 from fsad_bench.results.submission import SubmissionError, parse_json
@@ -80,6 +83,30 @@ def test_isolated_workers_give_the_same_records_as_in_process(
     a, b = read_records(tmp_path / "plain")[0], read_records(tmp_path / "iso")[0]
     assert (a.status, a.metrics, a.method) == (b.status, b.metrics, b.method)
     assert read_scores(tmp_path / "plain", a) == read_scores(tmp_path / "iso", b)
+
+
+def test_the_episode_clock_tells_a_slow_start_from_a_timeout() -> None:
+    """Before the worker's start marker only a start-up window counts, and only when the
+    episode has a time limit; with a memory limit alone a slow start is never a failure."""
+    memory_only = Watch(None, now=0.0, startup_s=1.0)
+    assert memory_only.overdue(1e9) is None
+    limited = Watch(5.0, now=0.0, startup_s=1.0)
+    assert limited.overdue(0.5) is None
+    assert "did not start within 1 s" in str(limited.overdue(2.0))
+    limited.start(10.0)
+    assert limited.overdue(14.0) is None and limited.overdue(16.0) == "timed out after 5 s"
+
+
+def test_a_slow_start_under_a_memory_limit_still_plays(
+    mvtec_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker takes longer than the start-up window to report (here the window is
+    shrunk to nothing); with only a memory limit set the episode must still be played."""
+    monkeypatch.setattr(execution_base, "STARTUP_S", 0.0)
+    config = make_config(mvtec_root, tmp_path / "run", categories="alpha")
+    summary = run(replace(config, episode_memory_mb=4000.0), log=lambda _: None)
+    assert summary.played == 1 and not summary.failed
+    assert read_records(tmp_path / "run")[0].status == "ok"
 
 
 # ---- a worker that dies, a plugin that leaks -------------------------------------------------
@@ -143,7 +170,7 @@ def test_invalid_output_is_a_failed_record_with_its_reason(
     assert len(bad) == len(good) == 3 and len(summary.failed) == 3
     for record in bad:
         assert record.status == "failed" and record.scores_file is None
-        assert record.metrics == {"image_auroc": None, "pixel_auroc": None, "aupro": None}
+        assert record.metrics == dict.fromkeys(METRICS)
         assert record.error is not None
         assert re.search(reason, record.error), record.error
     assert all(r.status == "ok" for r in good)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from fsad_bench.method import MetaTrainSet
+from fsad_bench.params import ParamError
 from fsad_bench.testing.data import tiny_normals
 from fsad_methods.common.losses import ReconstructionLoss
 from fsad_methods.common.unet import UNet
@@ -89,5 +90,22 @@ def test_maps_are_at_input_size_and_scores_are_their_max() -> None:
 
 
 def test_bad_input_size_is_rejected_with_the_parameter_name() -> None:
-    with pytest.raises(ValueError, match="input_size=40"):
+    with pytest.raises(ParamError, match="input_size=40: input should be a multiple of 16"):
         RIAD(input_size=40)
+    with pytest.raises(ParamError, match="cells"):
+        RIAD(cells=[])
+    with pytest.raises(ParamError, match="cells.1=0"):
+        RIAD(cells=[2, 0])
+
+
+@pytest.mark.parametrize(("name", "value"), [("input_size", 0), ("fit_lr", 0.0), ("n_masks", 0)])
+def test_out_of_range_value_is_one_line_naming_the_parameter(name: str, value: object) -> None:
+    with pytest.raises(ParamError) as error:
+        RIAD(**{name: value})
+    message = str(error.value)
+    assert message.startswith(f"riad: parameter {name}={value!r}:") and "\n" not in message
+
+
+def test_cells_keep_their_json_form() -> None:
+    assert RIAD().get_params()["cells"] == [2, 4, 8, 16]
+    assert RIAD(**TINY).get_params()["cells"] == TINY["cells"]

@@ -70,6 +70,28 @@ def test_resume_refuses_different_params(mvtec_root: Path, tmp_path: Path) -> No
         run(config(mvtec_root, tmp_path / "run", image_size=48), log=lambda _: None)
 
 
+def test_resume_with_another_batch_size_is_refused(mvtec_root: Path, tmp_path: Path) -> None:
+    """The batch size changes the floats (convolutions round per batch), so it is part of
+    the run's identity and of every record, like a parameter."""
+    out = tmp_path / "run"
+    run(config(mvtec_root, out, categories="alpha", batch_size=4), log=lambda _: None)
+    assert {r.settings["batch_size"] for r in read_records(out)} == {4}
+    with pytest.raises(FsadError, match="batch_size=4, not 2; use a new --out"):
+        run(config(mvtec_root, out, categories="alpha", batch_size=2), log=lambda _: None)
+
+
+def test_a_protocol_computes_exactly_the_metrics_it_lists(mvtec_root: Path, tmp_path: Path) -> None:
+    protocol = tmp_path / "image_only.yaml"
+    protocol.write_text(
+        "name: image_only\nversion: '1'\ndataset: tiny\nlayout: mvtec\nshots: [1]\n"
+        f"seeds: [0]\nimage_size: 32\ndata_root: {mvtec_root}\nmetrics: [image_auroc, image_ap]\n"
+    )
+    options = {"protocol": str(protocol), "methods": "meandist", "out": tmp_path / "run"}
+    run(build_run_config(options), log=lambda _: None)
+    for record in read_records(tmp_path / "run"):
+        assert set(record.metrics) == {"image_auroc", "image_ap"}, record.metrics
+
+
 def test_resume_on_other_data_is_refused(mvtec_root: Path, tmp_path: Path) -> None:
     import shutil
 
@@ -159,9 +181,9 @@ def test_method_without_maps_runs_over_several_batches(mvtec_root: Path, tmp_pat
 def test_a_long_episode_shows_that_the_run_is_alive(
     mvtec_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from fsad_bench.run import runner
+    from fsad_bench.run import progress
 
-    monkeypatch.setattr(runner, "HEARTBEAT_S", 0.3)
+    monkeypatch.setattr(progress, "HEARTBEAT_S", 0.3)
     lines: list[str] = []
     run(config(mvtec_root, tmp_path / "run", methods="naps", shots="1", seeds="0",
                categories="alpha"), log=lines.append)  # fmt: skip

@@ -24,11 +24,11 @@ from fsad_bench.records import EpisodeRecord, MethodRef
 from fsad_bench.results.submission import (
     MANIFEST,
     SubmissionError,
-    _content,
     find_submissions,
     load_submission,
     submit,
 )
+from fsad_bench.results.submission.reading import content_hashes
 from fsad_bench.store import RECORDS, RecordWriter, scores_file_name, write_json_atomic
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,7 +102,7 @@ def forge(folder: Path) -> None:
         for p in folder.rglob("*")
         if p.is_file() and p.name != MANIFEST
     }
-    manifest.update(_content(files))
+    manifest.update(content_hashes(files))
     (folder / MANIFEST).write_text(json.dumps(manifest))
 
 
@@ -209,7 +209,7 @@ def test_torn_nan_and_oversized_files_are_refused(
     with pytest.raises(SubmissionError, match="not valid JSON"):
         submit(run_dir, tmp_path / "subs")
     records.write_bytes(original)
-    monkeypatch.setattr("fsad_bench.results.submission.MAX_FILE_BYTES", 100)
+    monkeypatch.setattr("fsad_bench.results.submission.reading.MAX_FILE_BYTES", 100)
     with pytest.raises(SubmissionError, match="over the 100-byte limit"):
         submit(run_dir, tmp_path / "subs")
     assert not (tmp_path / "subs").exists()

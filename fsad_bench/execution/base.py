@@ -66,8 +66,9 @@ class Watch:
     the episode's own limit counts. ``overdue`` names which one was broken.
     """
 
-    def __init__(self, timeout_s: float | None, now: float, startup_s: float = STARTUP_S):
-        self.timeout_s, self.startup_s = timeout_s, startup_s
+    def __init__(self, timeout_s: float | None, now: float, startup_s: float | None = None):
+        self.timeout_s = timeout_s
+        self.startup_s = STARTUP_S if startup_s is None else startup_s
         self.started = False
         self.deadline = now + startup_s if timeout_s is not None else math.inf
 

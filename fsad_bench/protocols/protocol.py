@@ -22,7 +22,8 @@ import yaml
 from fsad_bench.datasets import get_layout
 from fsad_bench.datasets.base import Category
 from fsad_bench.errors import ProtocolError
-from fsad_bench.records import METRIC_NAMES, Episode
+from fsad_bench.identity import METRICS
+from fsad_bench.records import Episode
 
 PROTOCOL_DIR = Path(str(resources.files("fsad_protocols")))
 META_TRAIN_RULES = ("leave_one_out", "none")
@@ -45,7 +46,7 @@ class Protocol:
     image_size: int
     data_root: str | None = None
     meta_train: str = "leave_one_out"
-    metrics: tuple[str, ...] = METRIC_NAMES
+    metrics: tuple[str, ...] = METRICS
     support_manifest: str | None = None
     layout_options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
@@ -148,7 +149,7 @@ def load_protocol(name_or_path: str) -> Protocol:
         raise ProtocolError(f"{path}: missing keys {sorted(missing)}")
     if data.get("meta_train", "leave_one_out") not in META_TRAIN_RULES:
         raise ProtocolError(f"{path}: meta_train must be one of {META_TRAIN_RULES}")
-    bad_metrics = set(data.get("metrics", METRIC_NAMES)) - set(METRIC_NAMES)
+    bad_metrics = set(data.get("metrics", METRICS)) - set(METRICS)
     if bad_metrics:
         raise ProtocolError(f"{path}: unknown metrics {sorted(bad_metrics)}")
     return Protocol(
@@ -162,7 +163,7 @@ def load_protocol(name_or_path: str) -> Protocol:
         image_size=int(data["image_size"]),
         data_root=data.get("data_root"),
         meta_train=data.get("meta_train", "leave_one_out"),
-        metrics=tuple(data.get("metrics", METRIC_NAMES)),
+        metrics=tuple(data.get("metrics", METRICS)),
         support_manifest=data.get("support_manifest"),
         layout_options=dict(data.get("layout_options") or {}),
         description=str(data.get("description", "")).strip(),

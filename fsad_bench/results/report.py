@@ -15,13 +15,13 @@ from typing import Any
 
 import pandas as pd
 
-from fsad_bench.records import METRIC_NAMES, STATUS_OK, EpisodeRecord
+from fsad_bench.identity import METRICS, metric_label
+from fsad_bench.records import STATUS_OK, EpisodeRecord
 from fsad_bench.store import RUN_CONFIG, latest_by_key, read_records
 
 _SHOWN_GAPS = 6
 
 LONG_COLUMNS = ["method", "category", "k", "metric", "mean", "std", "n_seeds"]
-METRIC_LABELS = {"image_auroc": "image AUROC", "pixel_auroc": "pixel AUROC", "aupro": "AUPRO@0.3"}
 
 
 def method_label(record: EpisodeRecord) -> str:
@@ -33,7 +33,7 @@ def records_frame(records: Sequence[EpisodeRecord]) -> pd.DataFrame:
     for record in latest_by_key(records).values():
         if record.status != STATUS_OK:
             continue
-        for metric in METRIC_NAMES:
+        for metric in (m for m in METRICS if m in record.metrics):  # what the record holds
             rows.append(
                 {
                     "method": method_label(record),
@@ -81,7 +81,7 @@ def _gaps(
                     elif record.status != STATUS_OK:
                         found.append((None, category, seed, "failed"))
             ok = [r for r in at_k.values() if r.status == STATUS_OK]
-            for metric in METRIC_NAMES:
+            for metric in METRICS:
                 if any(r.metrics.get(metric) is not None for r in ok):
                     found += [
                         (metric, r.category, r.seed, f"has no {metric}")
@@ -172,14 +172,14 @@ def wide_table(long: pd.DataFrame, metric: str) -> pd.DataFrame:
 
 def render(long: pd.DataFrame, markdown: bool = False) -> str:
     blocks, skipped = [], []
-    for metric in METRIC_NAMES:
+    for metric in METRICS:
         table = wide_table(long, metric)
         if table.empty:
             continue
         if long.loc[long["metric"] == metric, "mean"].isna().all():
-            skipped.append(METRIC_LABELS[metric])
+            skipped.append(metric_label(metric))
             continue
-        title = f"{METRIC_LABELS[metric]} (reproduced; mean ± std over seeds)"
+        title = f"{metric_label(metric)} (reproduced; mean ± std over seeds)"
         body = table.to_markdown() if markdown else table.to_string()
         blocks.append(f"## {title}\n\n{body}" if markdown else f"{title}\n{body}")
     if skipped:

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import json
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ from typing import Any
 import torch
 
 from fsad_bench.method import MetaTrainSet
+from fsad_bench.store import write_bytes_atomic
 
 
 def meta_key(name: str, version: str, params: dict[str, Any], held_out: str, seed: int,
@@ -48,7 +49,7 @@ def meta_fit_cached(
             method.load_meta_state_dict(torch.load(path, map_location="cpu", weights_only=True))
             return True
         method.meta_fit(build_set())
-        tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(method.meta_state_dict(), tmp)
-        os.replace(tmp, path)
+        buffer = io.BytesIO()
+        torch.save(method.meta_state_dict(), buffer)
+        write_bytes_atomic(path, buffer.getvalue())
         return False

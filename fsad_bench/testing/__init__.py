@@ -5,10 +5,12 @@ from fsad_bench.testing.conformance import (
     CheckFailed,
     CheckResult,
     CheckSkipped,
+    Subject,
     conformance_cases,
     run_check,
     run_check_result,
     run_checks,
+    subject_of,
 )
 
 __all__ = [
@@ -16,8 +18,10 @@ __all__ = [
     "CheckFailed",
     "CheckResult",
     "CheckSkipped",
+    "Subject",
     "conformance_cases",
     "run_check",
     "run_check_result",
     "run_checks",
+    "subject_of",
 ]

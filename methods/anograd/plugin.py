@@ -7,7 +7,7 @@ gradient score has no spatial layout, so produces_maps is False.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -19,6 +19,7 @@ from fsad_bench.method import (
     PretrainedState,
     episode_generator,
 )
+from fsad_bench.params import Field, Params
 from fsad_bench.records import Prediction
 from fsad_methods.anograd.core import (
     ConvAutoencoder,
@@ -28,25 +29,28 @@ from fsad_methods.anograd.core import (
 )
 from fsad_methods.common.reconstruction import resize
 
-FIT_REFERENCES = ("reset", "continue")
+
+class AnoGradParams(Params):
+    input_size: int = Field(64, ge=16, multiple_of=16, description="internal side, pixels")
+    width: int = Field(32, ge=1, description="w, the autoencoder's base channels")
+    alpha: float = Field(0.03, ge=0, description="weight of the gradient loss in training")
+    # None: 4 * alpha, GradCon's ratio (0.12 for alpha 0.03)
+    beta: float | None = Field(None, ge=0, description="weight of it in the score; null: 4 alpha")
+    batch_size: int = Field(16, ge=1, description="training batch")
+    pretrain_steps: int = Field(500, ge=0, description="meta_fit Adam steps")
+    pretrain_lr: float = Field(1e-3, gt=0, description="meta_fit Adam step size")
+    fit_steps: int = Field(50, ge=0, description="fit Adam steps on the support images")
+    fit_lr: float = Field(1e-4, gt=0, description="fit Adam step size")
+    fit_reference: Literal["reset", "continue"] = Field(
+        "reset", description="restart the reference gradient at fit, or keep averaging into it"
+    )
 
 
 class AnoGrad(PretrainedState, MethodBase):
     info: ClassVar[MethodInfo] = MethodInfo(
         name="anograd", version="1.1", produces_maps=False, needs_meta_train=True
     )
-    defaults: ClassVar[dict[str, Any]] = {
-        "input_size": 64,
-        "width": 32,
-        "alpha": 0.03,
-        "beta": None,  # None: 4 * alpha, GradCon's ratio (0.12 for alpha 0.03)
-        "batch_size": 16,
-        "pretrain_steps": 500,
-        "pretrain_lr": 1e-3,
-        "fit_steps": 50,
-        "fit_lr": 1e-4,
-        "fit_reference": "reset",
-    }
+    params_type = AnoGradParams
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # Kwon et al.: Adam at 1e-3, batch 64, alpha 0.03, beta 0.12, w=32 (28/32 px inputs)
         "paper": {"input_size": 128, "batch_size": 64, "pretrain_steps": 20000, "fit_steps": 200},
@@ -62,13 +66,6 @@ class AnoGrad(PretrainedState, MethodBase):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        p = self.params
-        if p["input_size"] % 16 or p["input_size"] < 16:
-            raise ValueError(f"anograd: input_size={p['input_size']} must be a multiple of 16")
-        if p["fit_reference"] not in FIT_REFERENCES:
-            raise ValueError(
-                f"anograd: fit_reference={p['fit_reference']!r}; use one of {FIT_REFERENCES}"
-            )
         self.device = torch.device("cpu")
         self._pretrained: dict[str, torch.Tensor] | None = None
         self._model: ConvAutoencoder | None = None
@@ -76,8 +73,8 @@ class AnoGrad(PretrainedState, MethodBase):
 
     @property
     def beta(self) -> float:
-        beta = self.params["beta"]
-        return 4 * self.params["alpha"] if beta is None else float(beta)
+        beta = self.params.beta
+        return 4 * self.params.alpha if beta is None else beta
 
     def to(self, device: str | torch.device) -> AnoGrad:
         self.device = torch.device(device)
@@ -91,27 +88,22 @@ class AnoGrad(PretrainedState, MethodBase):
         steps: int,
         lr: float,
     ) -> None:
-        images = resize(images.to(self.device), self.params["input_size"])
+        images = resize(images.to(self.device), self.params.input_size)
         train_gradcon(
             model,
             images,
             reference,
             steps=steps,
             lr=lr,
-            batch_size=self.params["batch_size"],
-            alpha=self.params["alpha"],
+            batch_size=self.params.batch_size,
+            alpha=self.params.alpha,
             generator=episode_generator(),
         )
 
     def meta_fit(self, tasks: MetaTrainSet) -> None:
-        model, reference = (
-            ConvAutoencoder(self.params["width"]).to(self.device),
-            ReferenceGradient(),
-        )
+        model, reference = ConvAutoencoder(self.params.width).to(self.device), ReferenceGradient()
         images = torch.cat([imgs for _, imgs in sorted(tasks.images.items())])
-        self._train(
-            model, images, reference, self.params["pretrain_steps"], self.params["pretrain_lr"]
-        )
+        self._train(model, images, reference, self.params.pretrain_steps, self.params.pretrain_lr)
         state = {f"model.{k}": v.detach().clone() for k, v in model.state_dict().items()}
         self._pretrained = state | {f"ref.{k}": v for k, v in reference.state_dict().items()}
         self._model = None
@@ -123,7 +115,7 @@ class AnoGrad(PretrainedState, MethodBase):
         for key, value in self._pretrained.items():
             part, _, name = key.partition(".")
             parts[part][name] = value.clone()
-        model = ConvAutoencoder(self.params["width"])
+        model = ConvAutoencoder(self.params.width)
         model.load_state_dict(parts["model"])
         return model.to(self.device), ReferenceGradient.from_state_dict(parts["ref"])
 
@@ -131,9 +123,9 @@ class AnoGrad(PretrainedState, MethodBase):
         if self._pretrained is None:
             raise NotFittedError("anograd: call meta_fit or load_meta_state_dict before fit")
         model, reference = self._restore()
-        if self.params["fit_reference"] == "reset":
+        if self.params.fit_reference == "reset":
             reference = ReferenceGradient()  # the reference then describes this category only
-        self._train(model, support, reference, self.params["fit_steps"], self.params["fit_lr"])
+        self._train(model, support, reference, self.params.fit_steps, self.params.fit_lr)
         if not reference.count:  # fit_steps = 0: fall back on the pretraining reference
             reference = self._restore()[1]
         self._model, self._reference = model, reference
@@ -141,5 +133,5 @@ class AnoGrad(PretrainedState, MethodBase):
     def predict(self, images: torch.Tensor) -> Prediction:
         if self._model is None or self._reference is None:
             raise NotFittedError("anograd: call fit(support) before predict")
-        small = resize(images.to(self.device), self.params["input_size"])
+        small = resize(images.to(self.device), self.params.input_size)
         return Prediction(scores=gradcon_scores(self._model, small, self._reference, self.beta))

@@ -8,7 +8,7 @@ BatchNorm statistics on the support set and fixes the test masks; predict only r
 from __future__ import annotations
 
 import copy
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import torch
 
@@ -19,6 +19,7 @@ from fsad_bench.method import (
     NotFittedError,
     episode_generator,
 )
+from fsad_bench.params import Field, Params, field_validator
 from fsad_bench.records import Prediction
 from fsad_methods.common.losses import ReconstructionLoss
 from fsad_methods.common.reconstruction import resize, score_by_inpainting
@@ -32,33 +33,45 @@ from fsad_methods.meta_riad.core import (
     test_mask_sets,
 )
 
+PositiveInt = Annotated[int, Field(ge=1)]
+
+
+class MetaRIADParams(Params):
+    input_size: int = Field(64, ge=16, multiple_of=16, description="internal side, pixels")
+    width: int = Field(8, ge=1, description="first U-Net block's channels")
+    sigma: float = Field(4.0, ge=0, description="Gaussian smoothing of the map; 0: none")
+    w_l2: float = Field(1.0, ge=0, description="loss weight")
+    w_ssim: float = Field(1.0, ge=0, description="loss weight")
+    w_gms: float = Field(1.0, ge=0, description="loss weight")
+    density: tuple[float, float] = Field((0.2, 0.8), description="[low, high] masking density")
+    meta_iterations: int = Field(200, ge=0, description="outer steps")
+    meta_batch: int = Field(2, ge=1, description="tasks per outer step")
+    meta_shots: int = Field(2, ge=1, description="support images per task")
+    meta_queries: int = Field(2, ge=1, description="query images per task")
+    inner_steps: int = Field(1, ge=0, description="inner SGD steps in meta-training")
+    inner_lr: float = Field(0.05, gt=0, description="inner SGD step size")
+    meta_lr: float = Field(3e-3, gt=0, description="outer Adam step size")
+    first_order: bool = Field(False, description="first-order MAML")
+    adapt_steps: int = Field(5, ge=0, description="inner SGD steps at fit")
+    bn_passes: int = Field(4, ge=1, description="masked support passes for BatchNorm statistics")
+    test_cells: tuple[PositiveInt, ...] = Field((1,), min_length=1, description="test cell sides")
+    test_n_masks: int = Field(2, ge=1, description="disjoint test masks per cell size")
+    test_repeats: int = Field(2, ge=1, description="test mask sets per cell size")
+
+    @field_validator("density")
+    @classmethod
+    def _density_range(cls, density: tuple[float, float]) -> tuple[float, float]:
+        low, high = density
+        if not 0 < low <= high < 1:
+            raise ValueError("must be [low, high] with 0 < low <= high < 1")
+        return density
+
 
 class MetaRIAD(MethodBase):
     info: ClassVar[MethodInfo] = MethodInfo(
         name="meta_riad", version="1.1", produces_maps=True, needs_meta_train=True
     )
-    defaults: ClassVar[dict[str, Any]] = {
-        "input_size": 64,
-        "width": 8,
-        "sigma": 4.0,
-        "w_l2": 1.0,
-        "w_ssim": 1.0,
-        "w_gms": 1.0,
-        "density": [0.2, 0.8],
-        "meta_iterations": 200,
-        "meta_batch": 2,
-        "meta_shots": 2,
-        "meta_queries": 2,
-        "inner_steps": 1,
-        "inner_lr": 0.05,
-        "meta_lr": 3e-3,
-        "first_order": False,
-        "adapt_steps": 5,
-        "bn_passes": 4,
-        "test_cells": [1],
-        "test_n_masks": 2,
-        "test_repeats": 2,
-    }
+    params_type = MetaRIADParams
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         # Full-size network and budget in the spirit of the thesis (RIAD's 256 px, 64-wide
         # U-Net; Finn et al.'s 5 inner steps, meta-batch 4, Adam 1e-4 outer steps).
@@ -90,12 +103,6 @@ class MetaRIAD(MethodBase):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        p = self.params
-        if p["input_size"] % 16 or p["input_size"] < 16:
-            raise ValueError(f"meta_riad: input_size={p['input_size']} must be a multiple of 16")
-        low, high = p["density"]
-        if not 0 < low <= high < 1:
-            raise ValueError(f"meta_riad: density={p['density']} must be [low, high] in (0, 1)")
         self.device = torch.device("cpu")
         self._meta_net: UNet | None = None
         self._net: UNet | None = None
@@ -107,30 +114,29 @@ class MetaRIAD(MethodBase):
 
     @property
     def _loss(self) -> ReconstructionLoss:
-        return ReconstructionLoss(self.params["w_l2"], self.params["w_ssim"], self.params["w_gms"])
+        return ReconstructionLoss(self.params.w_l2, self.params.w_ssim, self.params.w_gms)
 
     @property
     def _density(self) -> tuple[float, float]:
-        low, high = self.params["density"]
-        return float(low), float(high)
+        return self.params.density
 
     def meta_config(self) -> MetaConfig:
         p = self.params
         return MetaConfig(
-            iterations=p["meta_iterations"],
-            meta_batch=p["meta_batch"],
-            shots=p["meta_shots"],
-            queries=p["meta_queries"],
-            inner_steps=p["inner_steps"],
-            inner_lr=p["inner_lr"],
-            meta_lr=p["meta_lr"],
-            first_order=p["first_order"],
+            iterations=p.meta_iterations,
+            meta_batch=p.meta_batch,
+            shots=p.meta_shots,
+            queries=p.meta_queries,
+            inner_steps=p.inner_steps,
+            inner_lr=p.inner_lr,
+            meta_lr=p.meta_lr,
+            first_order=p.first_order,
             density=self._density,
         )
 
     def meta_fit(self, tasks: MetaTrainSet) -> None:
-        net = UNet(self.params["width"]).to(self.device)
-        size = self.params["input_size"]
+        net = UNet(self.params.width).to(self.device)
+        size = self.params.input_size
         categories = {
             name: resize(imgs.to(self.device), size) for name, imgs in tasks.images.items()
         }
@@ -143,7 +149,7 @@ class MetaRIAD(MethodBase):
         return {k: v.detach().clone() for k, v in self._meta_net.state_dict().items()}
 
     def load_meta_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        net = UNet(self.params["width"])
+        net = UNet(self.params.width)
         net.load_state_dict(state)
         self._meta_net, self._net = net.to(self.device), None
 
@@ -151,15 +157,15 @@ class MetaRIAD(MethodBase):
         if self._meta_net is None:
             raise NotFittedError("meta_riad: call meta_fit or load_meta_state_dict before fit")
         p, generator = self.params, episode_generator()
-        support = resize(support.to(self.device), p["input_size"])
+        support = resize(support.to(self.device), p.input_size)
         net = copy.deepcopy(self._meta_net)  # fit(A) then fit(B) equals fit(B)
         adapted = adapt_to_support(
-            net, self._loss, support, p["adapt_steps"], p["inner_lr"], self._density, generator
+            net, self._loss, support, p.adapt_steps, p.inner_lr, self._density, generator
         )
         load_parameters(net, adapted)
-        calibrate_batchnorm(net, support, p["bn_passes"], self._density, generator)
+        calibrate_batchnorm(net, support, p.bn_passes, self._density, generator)
         self._mask_sets = test_mask_sets(
-            p["input_size"], p["test_cells"], p["test_n_masks"], p["test_repeats"], generator
+            p.input_size, p.test_cells, p.test_n_masks, p.test_repeats, generator
         )
         self._net = net
 
@@ -170,7 +176,7 @@ class MetaRIAD(MethodBase):
             self._net,
             images.to(self.device),
             self._mask_sets,
-            self.params["input_size"],
-            sigma=self.params["sigma"],
+            self.params.input_size,
+            sigma=self.params.sigma,
         )
         return Prediction(scores=scores, maps=maps)

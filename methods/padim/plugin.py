@@ -2,33 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
-from fsad_bench.features.backbones import FeatureExtractor, WeightsSource, cached_feature_extractor
+from fsad_bench.features.backbones import (
+    BackboneParams,
+    FeatureExtractor,
+    WeightsSource,
+    cached_feature_extractor,
+    check_backbone,
+)
 from fsad_bench.method import MethodBase, MethodInfo, NotFittedError
+from fsad_bench.params import Field
 from fsad_bench.records import Prediction
-from fsad_methods.common.gaussian import COVARIANCES
 from fsad_methods.padim.core import PaDiMModel, random_channels
 
 DEFAULT_LAYERS = (1, 2, 3)  # strides 4, 8, 16 on every backbone here (ResNet layer1..layer3)
+Covariance = Literal["eps", "ledoit_wolf"]  # fsad_methods.common.gaussian.COVARIANCES
+
+
+class PaDiMParams(BackboneParams):
+    layers: tuple[int, ...] | None = Field(None, description="stage indices; null: 1, 2, 3")
+    d: int | None = Field(100, ge=1, description="channels kept; null keeps all")
+    # fixes WHICH d channels: part of the method, not the episode seed
+    channel_seed: int = Field(0, ge=0, description="seed of the channel subset")
+    covariance: Covariance = Field("eps", description="eps: sample + eps I; ledoit_wolf")
+    eps: float = Field(0.01, gt=0, description="ridge added to every covariance")
+    sigma: float = Field(4.0, ge=0, description="Gaussian smoothing of the map; 0: none")
 
 
 class PaDiM(MethodBase):
     info: ClassVar[MethodInfo] = MethodInfo(
         name="padim", version="1.0", produces_maps=True, needs_meta_train=False
     )
-    defaults: ClassVar[dict[str, Any]] = {
-        "backbone": "efficientnet_lite0",
-        "weights": "pretrained",
-        "layers": None,  # None: DEFAULT_LAYERS
-        "d": 100,  # None keeps every channel
-        "channel_seed": 0,  # fixes WHICH d channels: part of the method, not the episode seed
-        "covariance": "eps",
-        "eps": 0.01,
-        "sigma": 4.0,
-    }
+    params_type = PaDiMParams
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "lite0": {"backbone": "efficientnet_lite0"},
         "r18": {"backbone": "resnet18", "d": 100},
@@ -39,15 +47,6 @@ class PaDiM(MethodBase):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        if self.params["covariance"] not in COVARIANCES:
-            raise ValueError(
-                f"padim: covariance={self.params['covariance']!r}; choose one of {COVARIANCES}"
-            )
-        d = self.params["d"]
-        if d is not None and (not isinstance(d, int) or d < 1):
-            raise ValueError(f"padim: d={d!r} must be a positive integer or null (all channels)")
-        if not self.params["eps"] > 0:
-            raise ValueError(f"padim: eps={self.params['eps']!r} must be > 0")
         self.device = torch.device("cpu")
         self._model: PaDiMModel | None = None
 
@@ -55,27 +54,29 @@ class PaDiM(MethodBase):
         self.device = torch.device(device)
         return self
 
+    @property
+    def _layers(self) -> tuple[int, ...]:
+        return self.params.layers if self.params.layers is not None else DEFAULT_LAYERS
+
+    def preflight(self) -> None:
+        check_backbone(self.params.backbone, self.params.weights, self._layers)
+
     def _extractor(self) -> tuple[FeatureExtractor, WeightsSource]:
-        layers = self.params["layers"]
-        return cached_feature_extractor(
-            self.params["backbone"],
-            self.params["weights"],
-            tuple(layers) if layers is not None else DEFAULT_LAYERS,
-            str(self.device),
-        )
+        p = self.params
+        return cached_feature_extractor(p.backbone, p.weights, self._layers, str(self.device))
 
     def _channels(self, extractor: FeatureExtractor) -> torch.Tensor | None:
         total = sum(extractor.feature_channels)
-        return random_channels(total, self.params["d"], self.params["channel_seed"])
+        return random_channels(total, self.params.d, self.params.channel_seed)
 
     def fit(self, support: torch.Tensor) -> None:
         extractor, _ = self._extractor()
         model = PaDiMModel(
             extractor,
             channels=self._channels(extractor),
-            covariance=self.params["covariance"],
-            eps=self.params["eps"],
-            sigma=self.params["sigma"],
+            covariance=self.params.covariance,
+            eps=self.params.eps,
+            sigma=self.params.sigma,
         )
         model.fit(support.to(self.device))
         self._model = model
@@ -91,7 +92,7 @@ class PaDiM(MethodBase):
         total = sum(extractor.feature_channels)
         channels = self._channels(extractor)
         return {
-            "backbone": self.params["backbone"],
+            "backbone": self.params.backbone,
             "weights": source.describe(),
             "layers": extractor.layers,
             "strides": extractor.feature_strides,

@@ -2,13 +2,16 @@
 
 Mid-level backbone features are averaged over a 3x3 neighbourhood, concatenated at the
 finest resolution, subsampled by greedy k-center coreset selection on a random projection,
-and a test patch scores its distance to the nearest memory patch.
+and a test patch scores its distance to the nearest memory patch. The subsampler and the
+nearest-neighbour search are injected strategies (as in patchcore-inspection), so a variant
+is an argument, not a copy of the model.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Protocol
 
 import faiss
 import numpy as np
@@ -116,6 +119,33 @@ class _DistanceUpdate:
             torch.minimum(min_dist[a:b], dist, out=min_dist[a:b])
 
 
+class Sampler(Protocol):
+    def sample(self, bank: Tensor, generator: torch.Generator) -> Tensor:
+        """The rows of ``bank`` (N, C) to keep in the memory bank."""
+        ...
+
+
+class NearestNeighbours(Protocol):
+    def fit(self, bank: Tensor) -> None: ...
+
+    def distances(self, queries: Tensor, k: int) -> Tensor:
+        """Euclidean distances to the k nearest memory patches, shape (N, k)."""
+        ...
+
+
+class GreedyCoresetSampler:
+    """The paper's k-center greedy coreset, chosen on a random projection (``greedy_coreset``)."""
+
+    def __init__(self, ratio: float = 0.1, projection_dim: int | None = 128) -> None:
+        if not 0 < ratio <= 1:
+            raise ValueError(f"coreset ratio must be in (0, 1], got {ratio}")
+        self.ratio, self.projection_dim = ratio, projection_dim
+
+    def sample(self, bank: Tensor, generator: torch.Generator) -> Tensor:
+        n_select = math.ceil(self.ratio * len(bank))
+        return bank[greedy_coreset(bank, n_select, self.projection_dim, generator)]
+
+
 class FaissNearestNeighbours:
     """Exact L2 search (IndexFlatL2): results do not depend on index training or threads."""
 
@@ -142,23 +172,20 @@ class PatchCoreModel:
     def __init__(
         self,
         extractor: nn.Module,
-        coreset_ratio: float = 0.1,
-        projection_dim: int | None = 128,
+        sampler: Sampler | None = None,
+        search: NearestNeighbours | None = None,
         num_neighbours: int = 1,
         sigma: float = 4.0,
         embed_dim: int | None = None,
         count_padding: bool = True,
     ) -> None:
-        if not 0 < coreset_ratio <= 1:
-            raise ValueError(f"coreset_ratio must be in (0, 1], got {coreset_ratio}")
         self.extractor = extractor
-        self.coreset_ratio = coreset_ratio
-        self.projection_dim = projection_dim
+        self.sampler = sampler or GreedyCoresetSampler()
+        self.search = search or FaissNearestNeighbours()
         self.num_neighbours = num_neighbours
         self.sigma = sigma
         self.embed_dim = embed_dim
         self.count_padding = count_padding
-        self.search = FaissNearestNeighbours()
         self.bank_size = 0
 
     @torch.no_grad()
@@ -169,9 +196,9 @@ class PatchCoreModel:
     @torch.no_grad()
     def fit(self, images: Tensor, generator: torch.Generator) -> None:
         embedding = self.embed(images)
-        bank = embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1])
-        n_select = math.ceil(self.coreset_ratio * len(bank))
-        bank = bank[greedy_coreset(bank, n_select, self.projection_dim, generator)]
+        bank = self.sampler.sample(
+            embedding.permute(0, 2, 3, 1).reshape(-1, embedding.shape[1]), generator
+        )
         self.search.fit(bank)
         self.bank_size = len(bank)
 

@@ -10,7 +10,11 @@ from fsad_bench.features.backbones import BackboneParams, cached_feature_extract
 from fsad_bench.method import MethodBase, MethodInfo, NotFittedError, episode_generator
 from fsad_bench.params import Field
 from fsad_bench.records import Prediction
-from fsad_methods.patchcore.core import PatchCoreModel
+from fsad_methods.patchcore.core import (
+    FaissNearestNeighbours,
+    GreedyCoresetSampler,
+    PatchCoreModel,
+)
 
 
 class PatchCoreParams(BackboneParams):
@@ -57,8 +61,8 @@ class PatchCore(MethodBase):
         p = self.params
         model = PatchCoreModel(
             extractor,
-            coreset_ratio=p.coreset_ratio,
-            projection_dim=p.projection_dim,
+            sampler=GreedyCoresetSampler(p.coreset_ratio, p.projection_dim),
+            search=FaissNearestNeighbours(),
             num_neighbours=p.num_neighbours,
             sigma=p.sigma,
             embed_dim=p.embed_dim,

@@ -2,20 +2,30 @@
 
 The backbone is cut into stages from the shared frozen extractor; RegAD trains a private copy.
 ``backbone="auto"`` uses ResNet-18 (the paper's) when its weights are on this machine and
-falls back to EfficientNet-Lite0 otherwise; provenance() records which one ran.
+falls back to EfficientNet-Lite0 otherwise. The choice is made when the method is built, so
+get_params() (the run identity and the meta-training cache key) names the backbone that
+runs; provenance() also keeps what was asked for.
 """
 
 from __future__ import annotations
 
 import copy
 import math
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
+from pydantic import model_validator
 from torch import nn
 
 from fsad_bench.errors import WeightsError
-from fsad_bench.features.backbones import FeatureExtractor, WeightsSource, cached_feature_extractor
+from fsad_bench.features.backbones import (
+    BACKBONES,
+    BackboneParams,
+    FeatureExtractor,
+    WeightsSource,
+    cached_feature_extractor,
+    check_backbone,
+)
 from fsad_bench.method import (
     MetaTrainSet,
     MethodBase,
@@ -23,6 +33,7 @@ from fsad_bench.method import (
     NotFittedError,
     episode_generator,
 )
+from fsad_bench.params import Field, field_validator
 from fsad_bench.records import Prediction
 from fsad_methods.regad.core import (
     RegADNet,
@@ -32,10 +43,56 @@ from fsad_methods.regad.core import (
     resize,
     train_registration,
 )
-from fsad_methods.regad.stn import STN_MODES
 
 LAYERS = (1, 2, 3)  # strides 4, 8, 16: ResNet layer1..layer3, as in the paper
-FALLBACK = "efficientnet_lite0"
+AUTO, PREFERRED, FALLBACK = "auto", "resnet18", "efficientnet_lite0"
+StnMode = Literal["rotation_scale", "rotation", "translation", "affine"]  # stn.STN_MODES
+
+
+class RegADParams(BackboneParams):
+    backbone: str = Field(AUTO, description="auto: resnet18 if its weights are here, else lite0")
+    stn_mode: StnMode = Field("rotation_scale", description="the STN's transform family")
+    frozen_stages: int = Field(1, ge=0, le=len(LAYERS), description="leading stages not trained")
+    input_size: int = Field(128, ge=32, multiple_of=16, description="internal side, pixels")
+    iterations: int | None = Field(100, ge=0, description="SGD steps, when epochs is null")
+    # one epoch = ceil(meta-train images / batch_size) steps
+    epochs: int | None = Field(None, ge=0, description="SGD epochs, when iterations is null")
+    batch_size: int = Field(8, ge=1, description="pairs per step")
+    lr: float = Field(1e-3, gt=0, description="SGD step size")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    val_fraction: float = Field(0.2, ge=0, lt=1, description="share held out for selection")
+    augment_copies: int = Field(21, ge=0, description="random transforms per support image")
+    eps: float = Field(0.01, gt=0, description="covariance ridge")
+    sigma: float = Field(4.0, ge=0, description="Gaussian smoothing of the map; 0: none")
+
+    @field_validator("backbone")
+    @classmethod
+    def _known_backbone(cls, name: str) -> str:  # replaces BackboneParams' check: adds auto
+        if name != AUTO and name not in BACKBONES:
+            raise ValueError(f"choose {AUTO} or one of {', '.join(sorted(BACKBONES))}")
+        return name
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> RegADParams:
+        if (self.epochs is None) == (self.iterations is None):
+            raise ValueError(
+                f"set exactly one of epochs and iterations (the other to null); got "
+                f"epochs={self.epochs}, iterations={self.iterations}"
+            )
+        return self
+
+
+def resolve_auto(params: RegADParams) -> RegADParams:
+    """``backbone: auto`` made concrete: ResNet-18 when its weights resolve offline, else
+    EfficientNet-Lite0 with its pretrained weights (which the preflight then checks)."""
+    if params.backbone != AUTO:
+        return params
+    try:
+        check_backbone(PREFERRED, params.weights)
+        chosen = {"backbone": PREFERRED}
+    except WeightsError:
+        chosen = {"backbone": FALLBACK, "weights": "pretrained"}
+    return params.model_copy(update=chosen)
 
 
 def split_stages(model: nn.Module, layers: tuple[int, ...]) -> list[nn.Sequential]:
@@ -69,22 +126,7 @@ class RegAD(MethodBase):
     info: ClassVar[MethodInfo] = MethodInfo(
         name="regad", version="1.1", produces_maps=True, needs_meta_train=True
     )
-    defaults: ClassVar[dict[str, Any]] = {
-        "backbone": "auto",  # resnet18 if its weights are local, else efficientnet_lite0
-        "weights": "pretrained",
-        "stn_mode": "rotation_scale",
-        "frozen_stages": 1,  # leading backbone stages not trained (paper: 0)
-        "input_size": 128,
-        "iterations": 100,  # used when epochs is null
-        "epochs": None,  # one epoch = ceil(meta-train images / batch_size) steps
-        "batch_size": 8,
-        "lr": 1e-3,
-        "momentum": 0.9,
-        "val_fraction": 0.2,
-        "augment_copies": 21,
-        "eps": 0.01,
-        "sigma": 4.0,
-    }
+    params_type = RegADParams
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "cpu": {},
         "paper": {
@@ -105,19 +147,11 @@ class RegAD(MethodBase):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        p = self.params
-        if p["stn_mode"] not in STN_MODES:
-            raise ValueError(f"regad: stn_mode={p['stn_mode']!r}; choose one of {list(STN_MODES)}")
-        if (p["epochs"] is None) == (p["iterations"] is None):
-            raise ValueError("regad: set exactly one of epochs and iterations (the other to null)")
-        if p["iterations"] is not None and p["iterations"] < 0:
-            raise ValueError(f"regad: iterations={p['iterations']} must be >= 0")
-        if p["frozen_stages"] not in range(len(LAYERS) + 1):
-            raise ValueError(
-                f"regad: frozen_stages={p['frozen_stages']!r} must be 0 to {len(LAYERS)}"
-            )
-        if p["input_size"] < 32 or p["input_size"] % 16:
-            raise ValueError(f"regad: input_size={p['input_size']} must be a multiple of 16, >= 32")
+        # auto is resolved here, not in RegADParams: parsing stays free of file look-ups and
+        # the declared default stays auto, while get_params (the run identity and the meta
+        # cache key) names the backbone that runs
+        self.backbone_requested: str = self.params.backbone
+        self.params = resolve_auto(self.params)
         self.device = torch.device("cpu")
         self._net: RegADNet | None = None
         self._log = TrainLog()
@@ -131,14 +165,12 @@ class RegAD(MethodBase):
 
     # --- backbone ----------------------------------------------------------------------
 
+    def preflight(self) -> None:
+        check_backbone(self.params.backbone, self.params.weights, LAYERS)
+
     def _backbone(self) -> tuple[FeatureExtractor, WeightsSource]:
-        name, weights = self.params["backbone"], self.params["weights"]
-        if name == "auto":
-            try:
-                return cached_feature_extractor("resnet18", weights, LAYERS, str(self.device))
-            except WeightsError:
-                name, weights = FALLBACK, "pretrained"
-        return cached_feature_extractor(name, weights, LAYERS, str(self.device))
+        p = self.params
+        return cached_feature_extractor(p.backbone, p.weights, LAYERS, str(self.device))
 
     def _new_net(self) -> RegADNet:
         extractor, _ = self._backbone()
@@ -147,7 +179,7 @@ class RegAD(MethodBase):
         nn.ModuleList(stages).requires_grad_(True)
         net = RegADNet(
             stages, extractor.feature_channels, extractor.spec.mean, extractor.spec.std,
-            self.params["stn_mode"], self.params["frozen_stages"],
+            self.params.stn_mode, self.params.frozen_stages,
         )  # fmt: skip
         return net.to(self.device)
 
@@ -155,19 +187,20 @@ class RegAD(MethodBase):
 
     def _settings(self, n_images: int) -> TrainSettings:
         p = self.params
-        if p["iterations"] is not None:
-            iterations = p["iterations"]
+        if p.iterations is not None:
+            iterations = p.iterations
         else:
-            iterations = p["epochs"] * math.ceil(n_images / p["batch_size"])
+            assert p.epochs is not None  # RegADParams allows exactly one of the two
+            iterations = p.epochs * math.ceil(n_images / p.batch_size)
         return TrainSettings(
-            iterations=int(iterations), batch_size=p["batch_size"], lr=p["lr"],
-            momentum=p["momentum"], val_fraction=p["val_fraction"],
+            iterations=int(iterations), batch_size=p.batch_size, lr=p.lr,
+            momentum=p.momentum, val_fraction=p.val_fraction,
         )  # fmt: skip
 
     def meta_fit(self, tasks: MetaTrainSet) -> None:
         if not tasks.images:
             raise ValueError("regad: meta_fit got no categories to train on")
-        size = self.params["input_size"]
+        size = self.params.input_size
         images = {
             name: resize(batch.to(self.device), size)
             for name, batch in sorted(tasks.images.items())
@@ -205,7 +238,7 @@ class RegAD(MethodBase):
         if self._net is None:
             raise NotFittedError("regad: call meta_fit (or load_meta_state_dict) before fit")
         p = self.params
-        scorer = RegADScorer(self._net, p["input_size"], p["augment_copies"], p["eps"], p["sigma"])
+        scorer = RegADScorer(self._net, p.input_size, p.augment_copies, p.eps, p.sigma)
         # the runner seeds torch per episode; drawing from it makes that seed apply here
         generator = episode_generator()
         scorer.fit(support.to(self.device), generator)
@@ -222,7 +255,7 @@ class RegAD(MethodBase):
         log = self._log
         return {
             "backbone": extractor.spec.name,
-            "backbone_requested": self.params["backbone"],
+            "backbone_requested": self.backbone_requested,
             "weights": source.describe(),
             "meta_iterations": len(log.losses),
             "meta_loss_first_last": [log.losses[0], log.losses[-1]] if log.losses else None,
