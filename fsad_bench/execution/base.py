@@ -70,7 +70,7 @@ class Watch:
         self.timeout_s = timeout_s
         self.startup_s = STARTUP_S if startup_s is None else startup_s
         self.started = False
-        self.deadline = now + startup_s if timeout_s is not None else math.inf
+        self.deadline = now + self.startup_s if timeout_s is not None else math.inf
 
     def start(self, now: float) -> None:
         self.started = True
