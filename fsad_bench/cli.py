@@ -148,6 +148,33 @@ def report(run_dir: Path) -> None:
     typer.echo(f"wrote {run_dir / 'report.csv'} and {run_dir / 'report.md'}")
 
 
+@app.command()
+def rescore(
+    path: Path,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="For a submission: the submissions folder its rescored copy goes to."),
+    ] = None,
+) -> None:
+    """Fill in the image-level metrics (AP, F1-max) of older records from their score files.
+
+    A run directory is updated in place; a submission is never modified: pass --out and a
+    rescored copy is written as a new submission. Pixel-level metrics need the anomaly
+    maps, which runs do not keep: they are recorded as absent.
+    """
+    from fsad_bench.results.rescore import rescore_run, rescore_submission
+    from fsad_bench.results.submission import MANIFEST
+
+    try:
+        if (path / MANIFEST).is_file() and out is not None:
+            command = f"fsad-bench rescore {path} --out {out}"
+            typer.echo(f"wrote {rescore_submission(path, out, command)}")
+        else:
+            typer.echo(f"{rescore_run(path)} record(s) of {path} rescored")
+    except FsadError as exc:
+        _fail(exc)
+
+
 @app.command("list")
 def list_all() -> None:
     """Registered methods and built-in protocols (imports no method code)."""
@@ -284,12 +311,13 @@ def data_synth(
     out: Annotated[Path, typer.Option(help="Folder to write the dataset into.")],
     seed: Annotated[int, typer.Option(help="Generator seed.")] = 0,
     image_size: Annotated[int, typer.Option(help="Image side in pixels.")] = 256,
+    version: Annotated[int, typer.Option(help="Dataset version: 1 (default) or 2.")] = 1,
 ) -> None:
     """Write the synthetic MVTec-layout dataset (the embedded default) to a folder."""
-    from fsad_bench.datasets.synthetic import generate_synthetic
+    from fsad_bench.datasets.synthetic_versions import generate
 
     try:
-        path = generate_synthetic(out, seed=seed, image_size=image_size, progress=typer.echo)
+        path = generate(version, out, seed=seed, image_size=image_size, progress=typer.echo)
     except FsadError as exc:
         _fail(exc)
     typer.echo(f"wrote {path}")

@@ -12,11 +12,25 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from fsad_bench.errors import FsadError
 
-__all__ = ["Field", "NoParams", "ParamError", "Params", "field_validator"]
+__all__ = [
+    "Field",
+    "NoParams",
+    "ParamError",
+    "Params",
+    "field_validator",
+    "model_validator",
+]
 
 
 class ParamError(FsadError, ValueError):

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from fsad_bench.datasets import elpv, folder, mvtec
+from fsad_bench.datasets import elpv, folder, mvtec, synthetic_layout
 from fsad_bench.datasets.base import Category
 from fsad_bench.errors import DatasetError
 
@@ -25,13 +25,14 @@ def _layout(name: str, module: ModuleType) -> Layout:
     return Layout(name, module.discover_categories, module.load_category)
 
 
-# "synthetic" data is generated (fsad_bench.datasets.synthetic) in the MVTec layout.
+# "synthetic" data is generated (fsad_bench.datasets.synthetic_versions) in the MVTec
+# layout; its reader checks the generator and content hashes a protocol records.
 LAYOUTS: dict[str, Layout] = {
     "mvtec": _layout("mvtec", mvtec),
     "mpdd": _layout("mpdd", mvtec),
     "folder": _layout("folder", folder),
     "elpv": _layout("elpv", elpv),
-    "synthetic": _layout("synthetic", mvtec),
+    "synthetic": _layout("synthetic", synthetic_layout),
 }
 
 

@@ -10,25 +10,31 @@ PNGs carry no metadata, so the same seed gives byte-identical files.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from pathlib import Path
 
 import numpy as np
-from numpy.typing import ArrayLike
-from PIL import Image
-from scipy import ndimage
 
+from fsad_bench.datasets.synthetic_common import (
+    MANIFEST,
+    Sample,
+    affine,
+    check_arguments,
+    default_dir,
+    ensure_generated,
+    grid,
+    photo_texture,
+    rng_stream,
+    to_uint8,
+    warp,
+    write_category,
+)
 from fsad_bench.datasets.synthetic_defects import Look, Scene, apply_defect
 from fsad_bench.errors import DatasetError
 
 SYNTHETIC_VERSION = "synthetic-v1"
-MANIFEST = "SYNTHETIC.json"
 LICENSE_NOTE = "scikit-image sample photos are CC0"
 MIN_IMAGE_SIZE = 32
 
@@ -65,73 +71,13 @@ DEFAULT_CATEGORIES: tuple[str, ...] = tuple(DEFECTS)
 _SENSOR_NOISE = 0.012
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One generated image; ``clean`` is the same image before its defect was drawn."""
-
-    image: np.ndarray  # (S, S, 3) uint8
-    mask: np.ndarray | None  # (S, S) uint8 0/255; None for normal images
-    clean: np.ndarray  # (S, S, 3) uint8
-
-
-def _warp(src: np.ndarray, inverse: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
-    """Sample ``src`` (H, W, C) where the 2x3 ``inverse`` maps output (row, col, 1) to source.
-
-    Own bilinear sampler (edge-clamped) rather than a library warp, so pixels do not move
-    when a library changes its interpolation details.
-    """
-    rows, cols = np.mgrid[0:size, 0:size].astype(np.float32)
-    sr = np.clip(inverse[0, 0] * rows + inverse[0, 1] * cols + inverse[0, 2], 0, src.shape[0] - 1)
-    sc = np.clip(inverse[1, 0] * rows + inverse[1, 1] * cols + inverse[1, 2], 0, src.shape[1] - 1)
-    if nearest:
-        return src[np.rint(sr).astype(np.intp), np.rint(sc).astype(np.intp)]
-    r0, c0 = np.floor(sr).astype(np.intp), np.floor(sc).astype(np.intp)
-    r1, c1 = np.minimum(r0 + 1, src.shape[0] - 1), np.minimum(c0 + 1, src.shape[1] - 1)
-    fr, fc = (sr - r0)[..., None], (sc - c0)[..., None]
-    top = src[r0, c0] * (1 - fc) + src[r0, c1] * fc
-    bottom = src[r1, c0] * (1 - fc) + src[r1, c1] * fc
-    return (top * (1 - fr) + bottom * fr).astype(np.float32)
-
-
-def _affine(
-    angle_deg: float, scale: float, flip: bool, src_centre: ArrayLike, out_centre: ArrayLike
-) -> np.ndarray:
-    """Output pixel -> source pixel: about the centres, rotated, scaled, optionally mirrored."""
-    a = np.deg2rad(angle_deg)
-    linear = scale * np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
-    if flip:
-        linear = linear @ np.diag([1.0, -1.0])
-    offset = np.asarray(src_centre, float) - linear @ np.asarray(out_centre, float)
-    return np.hstack([linear, offset[:, None]])
-
-
 # ---------------------------------------------------------------- textures
-
-
-@lru_cache(maxsize=16)
-def _photo(name: str, scale: float) -> np.ndarray:
-    """The bundled photo as float (H, W, 1), blurred enough not to alias when shrunk."""
-    from skimage import data  # bundled in the wheel: brick, grass and gravel need no download
-
-    gray = getattr(data, name)().astype(np.float32) / 255.0
-    if scale > 1:
-        gray = ndimage.gaussian_filter(gray, sigma=0.5 * scale)
-    gray.setflags(write=False)
-    return gray[..., None]
 
 
 def _texture(name: str, rng: np.random.Generator, size: int, tint: str) -> np.ndarray:
     """A random crop of the photo ``name`` (256 photo pixels wide), coloured as ``tint``."""
-    scale = 256 / size * rng.uniform(0.95, 1.05)
-    photo = _photo(name, round(256 / size, 3))
-    angle = rng.uniform(-5, 5)
-    half = 0.5 * size * scale * (abs(np.cos(np.deg2rad(angle))) + abs(np.sin(np.deg2rad(angle))))
-    centre = rng.uniform(half, np.array(photo.shape[:2]) - 1 - half)
-    inverse = _affine(angle, scale, bool(rng.random() < 0.5), centre, [(size - 1) / 2] * 2)
-    gray = _warp(photo, inverse, size)
-    gray = np.clip(gray * rng.uniform(0.93, 1.07) + rng.uniform(-0.03, 0.03), 0, 1)
     dark, light, _ = _TEXTURES[tint]
-    return np.asarray(dark, np.float32) + gray * np.asarray(np.subtract(light, dark), np.float32)
+    return photo_texture(name, rng, size, dark, light)
 
 
 def _texture_scene(name: str, rng: np.random.Generator, size: int, kind: str) -> Scene:
@@ -154,14 +100,8 @@ class _Layers:
     parts: np.ndarray | None = None
 
 
-def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row and column offsets from the centre, in units of the image side."""
-    rows, cols = np.mgrid[0:size, 0:size].astype(np.float32)
-    return (rows - (size - 1) / 2) / size, (cols - (size - 1) / 2) / size
-
-
 def _washer(size: int) -> _Layers:
-    v, u = _grid(size)
+    v, u = grid(size)
     r, theta = np.hypot(u, v), np.arctan2(v, u)
     outer, inner = 0.34, 0.16
     alpha = np.clip((outer - r) * size + 0.5, 0, 1) * np.clip((r - inner) * size + 0.5, 0, 1)
@@ -172,7 +112,7 @@ def _washer(size: int) -> _Layers:
 
 
 def _pill(size: int) -> _Layers:
-    v, u = _grid(size)
+    v, u = grid(size)
     half, radius = 0.26, 0.12
     d = np.hypot(u - np.clip(u, -half, half), v)  # distance to the capsule's axis segment
     alpha = np.clip((radius - d) * size + 0.5, 0, 1)
@@ -186,7 +126,7 @@ def _pill(size: int) -> _Layers:
 
 def _pcb(size: int) -> _Layers:
     """A board with traces and pads; the chip, resistors and capacitor are removable parts."""
-    v, u = _grid(size)
+    v, u = grid(size)
     v, u = v + 0.5, u + 0.5  # 0..1 from the top-left corner
 
     def box(r0: float, c0: float, r1: float, c1: float) -> np.ndarray:
@@ -250,19 +190,19 @@ def _object_scene(name: str, rng: np.random.Generator, size: int, kind: str) -> 
     background, max_angle, max_shift = _OBJECTS[name]
     centre = np.array([(size - 1) / 2] * 2)
     shift = rng.uniform(-max_shift, max_shift, 2) * size
-    inverse = _affine(rng.uniform(-max_angle, max_angle), 1.0, False, centre, centre + shift)
+    inverse = affine(rng.uniform(-max_angle, max_angle), 1.0, False, centre, centre + shift)
     stack = [layers.rgb, layers.alpha[..., None]] + (
         [layers.bare] if layers.bare is not None else []
     )
-    warped = _warp(np.concatenate(stack, axis=-1), inverse, size)
+    warped = warp(np.concatenate(stack, axis=-1), inverse, size)
     gain = (1 + rng.normal(0, 0.02, 3)) * rng.uniform(0.96, 1.04)
-    v, u = _grid(size)
+    v, u = grid(size)
     slope = rng.normal(0, 0.06, 2)
     floor = np.asarray(background) * (1 + slope[0] * v + slope[1] * u)[..., None]
     alpha = warped[..., 3:4]
     image = floor * (1 - alpha) + np.clip(warped[..., :3] * gain, 0, 1) * alpha
     under = floor if layers.bare is None else floor * (1 - alpha) + warped[..., 4:] * gain * alpha
-    parts = None if layers.parts is None else _warp(layers.parts[..., None], inverse, size, True)
+    parts = None if layers.parts is None else warp(layers.parts[..., None], inverse, size, True)
     image = image.astype(np.float32)
     return Scene(
         image=image,
@@ -276,15 +216,6 @@ def _object_scene(name: str, rng: np.random.Generator, size: int, kind: str) -> 
 # ---------------------------------------------------------------- samples and files
 
 
-def _rng(seed: int, category: str, stream: str, index: int) -> np.random.Generator:
-    keys = [seed, zlib.crc32(category.encode()), zlib.crc32(stream.encode()), index]
-    return np.random.default_rng(keys)
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(image, 0, 1) * 255).astype(np.uint8)
-
-
 def make_sample(
     category: str, kind: str, index: int, *, seed: int = 0, image_size: int = 256,
     train: bool = False,
@@ -293,42 +224,22 @@ def make_sample(
     _check_category(category)
     if kind != "good" and (train or kind not in DEFECTS[category]):
         raise DatasetError(f"{category} has no defect {kind!r}; kinds: {DEFECTS[category]}")
-    rng = _rng(seed, category, "train" if train else f"test/{kind}", index)
+    rng = rng_stream(seed, category, "train" if train else f"test/{kind}", index)
     if category in _TEXTURES:
         scene = _texture_scene(category, rng, image_size, kind)
     else:
         scene = _object_scene(category, rng, image_size, kind)
     noise = rng.normal(0, _SENSOR_NOISE, scene.image.shape).astype(np.float32)
-    clean = _to_uint8(scene.image + noise)
+    clean = to_uint8(scene.image + noise)
     if kind == "good":
         return Sample(clean, None, clean)
     image, mask = apply_defect(kind, scene, LOOKS[category], rng)
-    return Sample(_to_uint8(image + noise), mask.astype(np.uint8) * 255, clean)
+    return Sample(to_uint8(image + noise), mask.astype(np.uint8) * 255, clean)
 
 
 def _check_category(name: str) -> None:
     if name not in DEFECTS:
         raise DatasetError(f"unknown synthetic category {name!r}; valid: {', '.join(DEFECTS)}")
-
-
-def _save(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(array).save(path, format="PNG", compress_level=1)  # no time or text chunks
-
-
-def _write_category(
-    folder: Path, name: str, counts: dict[str, int], n_train: int, seed: int, size: int
-) -> None:
-    """``counts`` maps each test folder (``good`` and the defect kinds) to its image count."""
-    for i in range(n_train):
-        sample = make_sample(name, "good", i, seed=seed, image_size=size, train=True)
-        _save(folder / "train" / "good" / f"{i:03d}.png", sample.image)
-    for kind, count in counts.items():
-        for i in range(count):
-            sample = make_sample(name, kind, i, seed=seed, image_size=size)
-            _save(folder / "test" / kind / f"{i:03d}.png", sample.image)
-            if sample.mask is not None:
-                _save(folder / "ground_truth" / kind / f"{i:03d}_mask.png", sample.mask)
 
 
 def generate_synthetic(
@@ -339,20 +250,13 @@ def generate_synthetic(
     """Write the dataset in the MVTec AD layout plus ``SYNTHETIC.json``; returns ``out_dir``."""
     out_dir = Path(out_dir)
     names = tuple(categories) if categories is not None else DEFAULT_CATEGORIES
-    for name in names:
-        _check_category(name)
-    if seed < 0:
-        raise DatasetError(f"synthetic seed must be >= 0, got {seed}")
-    if image_size < MIN_IMAGE_SIZE:
-        raise DatasetError(f"image_size {image_size} is too small; use at least {MIN_IMAGE_SIZE}")
-    if min(n_train, n_test_good, n_test_per_defect) < 1:
-        raise DatasetError("synthetic image counts must all be >= 1")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise DatasetError(f"{out_dir} already exists; choose a new folder or delete it first")
+    sizes = (n_train, n_test_good, n_test_per_defect)
+    check_arguments(names, DEFECTS, seed, image_size, sizes, out_dir, MIN_IMAGE_SIZE)
     counts = {}
     for name in names:
         test = {"good": n_test_good} | {kind: n_test_per_defect for kind in DEFECTS[name]}
-        _write_category(out_dir / name, name, test, n_train, seed, image_size)
+        make = partial(make_sample, name, seed=seed, image_size=image_size)
+        write_category(out_dir / name, make, test, n_train)
         counts[name] = {"train": {"good": n_train}, "test": test}
         if progress is not None:
             progress(f"{name}: {n_train} train, {sum(test.values())} test images")
@@ -367,43 +271,14 @@ def generate_synthetic(
 
 def default_dataset_dir() -> Path:
     """Where the default dataset lives: ``$FSAD_BENCH_DATA``, else the user's cache."""
-    if os.environ.get("FSAD_BENCH_DATA"):
-        return Path(os.environ["FSAD_BENCH_DATA"]).expanduser()
-    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
-    return cache / "fsad-bench" / f"{SYNTHETIC_VERSION}-seed0"
+    return default_dir("FSAD_BENCH_DATA", SYNTHETIC_VERSION)
 
 
 def ensure_default_dataset(progress: Callable[[str], None] | None = None) -> Path:
-    """The default dataset, generated on first use into a temporary folder then renamed, so
-    an interrupted run never leaves half a dataset and concurrent runs do not collide."""
-    target = default_dataset_dir()
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        _check_existing(target)
-        return target
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = Path(tempfile.mkdtemp(prefix=f".{target.name}.partial-", dir=target.parent))
-    try:
-        generate_synthetic(partial, progress=progress)
-        try:
-            os.replace(partial, target)
-        except OSError:
-            if not (target / MANIFEST).is_file():
-                raise
-            _check_existing(target)  # another process finished first
-    finally:
-        shutil.rmtree(partial, ignore_errors=True)
-    return target
-
-
-def _check_existing(target: Path) -> None:
-    manifest = target / MANIFEST
-    fix = "delete it or point FSAD_BENCH_DATA at another folder"
-    if not manifest.is_file():
-        raise DatasetError(f"{target} exists but has no {MANIFEST}; {fix}")
-    try:
-        version = json.loads(manifest.read_text()).get("generator")
-    except (OSError, ValueError, AttributeError) as exc:
-        raise DatasetError(f"{manifest}: unreadable ({exc}); {fix}") from None
-    if version != SYNTHETIC_VERSION:
-        raise DatasetError(f"{target} holds {version} data, this version makes "
-                           f"{SYNTHETIC_VERSION}; {fix}")  # fmt: skip
+    """The default dataset, generated on first use (atomically: ``ensure_generated``)."""
+    return ensure_generated(
+        default_dataset_dir(),
+        SYNTHETIC_VERSION,
+        lambda folder: generate_synthetic(folder, progress=progress),
+        "FSAD_BENCH_DATA",
+    )

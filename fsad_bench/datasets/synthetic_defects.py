@@ -9,8 +9,9 @@ mask is tiny (lost behind an edge) or huge is drawn again, so all masks cover be
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 from scipy import ndimage
@@ -90,7 +91,7 @@ def _disk(radius: float) -> np.ndarray:
     return yy**2 + xx**2 <= radius**2 + 0.5
 
 
-def _centre(rng: np.random.Generator, support: np.ndarray, margin: float = 0.1) -> np.ndarray:
+def pick_centre(rng: np.random.Generator, support: np.ndarray, margin: float = 0.1) -> np.ndarray:
     """A random support pixel away from the image border, so defects are seen whole."""
     size = support.shape[0]
     lo, hi = int(margin * size), int((1 - margin) * size)
@@ -107,7 +108,7 @@ def _blob_on(
     """A blob of radius ``lo``-``hi`` (fractions of the side, scaled by the look), on support."""
     size = scene.support.shape[0]
     radius = size * look.size * rng.uniform(lo, hi)
-    return blob(rng, size, _centre(rng, scene.support), radius) & scene.support
+    return blob(rng, size, pick_centre(rng, scene.support), radius) & scene.support
 
 
 def _blend(image: np.ndarray, colour: RGB, strength: float) -> np.ndarray:
@@ -117,7 +118,7 @@ def _blend(image: np.ndarray, colour: RGB, strength: float) -> np.ndarray:
 def _scratch(scene: Scene, look: Look, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     size = scene.support.shape[0]
     width = max(1, round(size * look.size * rng.uniform(0.008, 0.014)))
-    line = curve(rng, size, _centre(rng, scene.support), size * rng.uniform(0.3, 0.55), width)
+    line = curve(rng, size, pick_centre(rng, scene.support), size * rng.uniform(0.3, 0.55), width)
     return line & scene.support, _blend(scene.image, look.scratch, rng.uniform(0.65, 0.9))
 
 
@@ -151,11 +152,12 @@ def _missing(scene: Scene, look: Look, rng: np.random.Generator) -> tuple[np.nda
         return scene.parts == rng.choice(labels), scene.under
     size = scene.support.shape[0]
     outline = scene.support & ~ndimage.binary_erosion(scene.support)
-    region = blob(rng, size, _centre(rng, outline), size * rng.uniform(0.06, 0.1))
+    region = blob(rng, size, pick_centre(rng, outline), size * rng.uniform(0.06, 0.1))
     return region, scene.under
 
 
-_DRAW: dict[str, Callable[[Scene, Look, np.random.Generator], tuple[np.ndarray, np.ndarray]]] = {
+Drawer = Callable[[Any, Any, np.random.Generator], tuple[np.ndarray, np.ndarray]]
+_DRAW: dict[str, Drawer] = {
     "scratch": _scratch,
     "stain": _stain,
     "colour": _colour,
@@ -165,15 +167,27 @@ _DRAW: dict[str, Callable[[Scene, Look, np.random.Generator], tuple[np.ndarray, 
 DEFECT_KINDS = tuple(_DRAW)
 
 
+class Pictured(Protocol):
+    """A scene of either dataset version: all ``apply_defect`` reads of it is the image."""
+
+    image: np.ndarray
+
+
 def apply_defect(
-    kind: str, scene: Scene, look: Look, rng: np.random.Generator
-) -> tuple[np.ndarray, np.ndarray]:
-    """The defective image and its mask (bool, exactly the visibly altered pixels)."""
+    kind: str, scene: Pictured, look: Any, rng: np.random.Generator, *,
+    drawers: Mapping[str, Drawer] = _DRAW, area: tuple[float, float] = (MIN_AREA, MAX_AREA),
+    visible: float = VISIBLE,
+) -> tuple[np.ndarray, np.ndarray]:  # fmt: skip
+    """The defective image and its mask (bool, exactly the visibly altered pixels).
+
+    ``drawers`` map each kind to ``draw(scene, look, rng) -> (region, altered image)``;
+    version 2 of the dataset passes its own drawers, scenes, looks and limits.
+    """
     for _ in range(_TRIES):
-        region, altered = _DRAW[kind](scene, look, rng)
-        changed = np.abs(altered - scene.image).max(axis=-1) > VISIBLE
+        region, altered = drawers[kind](scene, look, rng)
+        changed = np.abs(altered - scene.image).max(axis=-1) > visible
         mask = region & changed
-        if MIN_AREA <= mask.mean() <= MAX_AREA:
+        if area[0] <= mask.mean() <= area[1]:
             image = np.where(mask[..., None], altered, scene.image).astype(np.float32)
             return image, mask
-    raise RuntimeError(f"no {kind} defect of {MIN_AREA:.1%}-{MAX_AREA:.1%} area in {_TRIES} tries")
+    raise RuntimeError(f"no {kind} defect of {area[0]:.1%}-{area[1]:.1%} area in {_TRIES} tries")

@@ -207,8 +207,8 @@ def describe_backbone(records: Sequence[EpisodeRecord]) -> str:
     first = records[0]
     backbone = first.provenance.get("backbone", first.method.params.get("backbone"))
     init = backbone_init(records)
-    if init == "none":
-        return "no pretrained backbone (trained from scratch)"
+    if init == "none":  # the plugin's own words (e.g. raw pixels), else it trains its network
+        return f"no pretrained backbone ({backbone or 'trained from scratch'})"
     weights = sorted({str(r.provenance["weights"]) for r in records if "weights" in r.provenance})
     text = f"backbone={backbone}, {init}"
     return text + (f"; {'; '.join(weights)}" if weights else "")

@@ -160,12 +160,13 @@ def resolve_protocol(options: Mapping[str, Any]) -> Protocol:
     if protocol.data_root is None and protocol.layout == "synthetic":
         import sys
 
-        from fsad_bench.datasets.synthetic import ensure_default_dataset
+        from fsad_bench.datasets.synthetic_versions import ensure_default_dataset
 
         def say(line: str) -> None:
-            print(f"synthetic data: {line}", file=sys.stderr, flush=True)
+            print(f"{protocol.dataset} data: {line}", file=sys.stderr, flush=True)
 
-        protocol = protocol.with_overrides(data_root=str(ensure_default_dataset(progress=say)))
+        root = ensure_default_dataset(protocol.dataset, progress=say)  # the version it names
+        protocol = protocol.with_overrides(data_root=str(root))
     if protocol.data_root is None and protocol.layout != "elpv":
         raise ProtocolError(
             f"protocol {protocol.ref} needs --data-root pointing at its dataset "

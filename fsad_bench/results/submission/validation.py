@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from fsad_bench.identity import METRICS
+from fsad_bench.identity import IMAGE_METRICS, METRICS
 from fsad_bench.protocols.manifests import load_manifest, manifest_key, support_hash
 from fsad_bench.protocols.protocol import Protocol, list_protocol_files, load_protocol
 from fsad_bench.records import STATUS_OK, EpisodeRecord
@@ -62,26 +62,39 @@ def _same(a: float | None, b: float | None) -> bool:
     return abs(a - b) <= AUROC_TOLERANCE
 
 
-def check_scores(record: EpisodeRecord, payload: Any) -> str | None:
-    """Recompute image AUROC from the per-image scores; a problem message or None."""
-    from fsad_bench.metrics import image_auroc
+def image_metrics_from_scores(payload: Any, names: Sequence[str], where: str) -> dict[str, float]:
+    """The image-level metrics ``names`` recomputed from a score file's labels and scores;
+    a SubmissionError naming ``where`` when the file cannot give them."""
+    from fsad_bench.metrics import IMAGE_LEVEL
 
-    where = f"{record.scores_file} ({record.episode_key})"
     if not isinstance(payload, dict) or not {"labels", "scores"} <= set(payload):
-        return f"{where}: score file lacks 'labels' and 'scores'"
+        raise SubmissionError(f"{where}: score file lacks 'labels' and 'scores'")
     labels, scores = payload["labels"], payload["scores"]
     if not isinstance(labels, list) or not isinstance(scores, list) or len(labels) != len(scores):
-        return f"{where}: 'labels' and 'scores' must be lists of the same length"
+        raise SubmissionError(f"{where}: 'labels' and 'scores' must be lists of the same length")
     try:
-        recomputed = image_auroc(np.asarray(labels), np.asarray(scores, dtype=np.float64))
+        labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+        return {name: IMAGE_LEVEL[name](labels, scores) for name in names}
     except (ValueError, TypeError) as exc:
-        return f"{where}: unusable scores ({exc})"
-    stored = record.metrics.get("image_auroc")
-    if not _same(recomputed, stored):
-        return (
-            f"{record.episode_key}: stored image_auroc {stored} differs from {recomputed!r} "
-            f"recomputed from {record.scores_file}"
-        )
+        raise SubmissionError(f"{where}: unusable scores ({exc})") from exc
+
+
+def check_scores(record: EpisodeRecord, payload: Any) -> str | None:
+    """Recompute every image-level metric the record holds from the per-image scores (the
+    numbers a submission can prove); a problem message or None."""
+    names = [name for name in IMAGE_METRICS if name in record.metrics]
+    where = f"{record.scores_file} ({record.episode_key})"
+    try:
+        recomputed = image_metrics_from_scores(payload, names, where)
+    except SubmissionError as exc:
+        return str(exc)
+    for name, value in recomputed.items():
+        stored = record.metrics.get(name)
+        if not _same(value, stored):
+            return (
+                f"{record.episode_key}: stored {name} {stored} differs from {value!r} "
+                f"recomputed from {record.scores_file}"
+            )
     return None
 
 

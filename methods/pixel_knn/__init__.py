@@ -1,0 +1,1 @@
+"""Raw-pixel patch nearest neighbour: the sanity baseline every method must beat."""
