@@ -136,16 +136,61 @@ def run(
 
 
 @app.command()
-def report(run_dir: Path) -> None:
-    """Print the per-category table of a run and write report.csv and report.md."""
-    from fsad_bench.results.report import write_report
+def report(
+    run_dir: Path,
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write report.csv/report.md here [default: the run directory]."),
+    ] = None,
+    by_defect: Annotated[
+        bool, typer.Option("--by-defect", help="Also report each defect kind separately.")
+    ] = False,
+) -> None:
+    """Print the per-category table of a run and write report.csv and report.md.
 
+    A submission folder is never modified: its tables are printed, and files are written
+    only where --out says."""
+    from fsad_bench.results.by_defect import FILE
+    from fsad_bench.results.by_defect import by_defect as defect_table
+    from fsad_bench.results.report import build_report, write_report
+    from fsad_bench.results.submission import MANIFEST
+    from fsad_bench.store import write_bytes_atomic
+
+    submission = (run_dir / MANIFEST).is_file()
+    target = out if out is not None else (None if submission else run_dir)
     try:
-        _, text = write_report(run_dir)
+        if target is None:
+            _, text, _ = build_report(run_dir)
+        else:
+            target.mkdir(parents=True, exist_ok=True)
+            _, text = write_report(run_dir, target)
+        typer.echo(text)
+        if by_defect:
+            from fsad_bench.store import read_records
+
+            table = defect_table(run_dir, read_records(run_dir))
+            typer.echo("by defect kind (mean over seeds):")
+            typer.echo(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+            if target is not None:
+                csv = table.to_csv(index=False, float_format="%.6f").encode()
+                write_bytes_atomic(target / FILE, csv)
     except FsadError as exc:
         _fail(exc)
-    typer.echo(text)
-    typer.echo(f"wrote {run_dir / 'report.csv'} and {run_dir / 'report.md'}")
+    except OSError as exc:
+        _fail(
+            FsadError(
+                f"{exc.filename or target}: cannot write the report ({exc.strerror}); "
+                "pass --out DIR to write it elsewhere"
+            )
+        )
+    if target is None:
+        typer.echo(
+            f"nothing written: {run_dir} is a submission, which report never modifies; "
+            "pass --out DIR to write the files"
+        )
+    else:
+        written = ["report.csv", "report.md"] + ([FILE] if by_defect else [])
+        typer.echo(f"wrote {', '.join(str(target / name) for name in written)}")
 
 
 @app.command()

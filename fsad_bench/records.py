@@ -2,8 +2,9 @@
 
 One JSON line per (method, episode) is the unit everything else (report, submissions,
 leaderboard, regression check) reads, so its schema is versioned and validated on load.
-Schema 2 adds ``settings`` (run settings that change the floats, e.g. the batch size) and
-``test_set_hash``; schema-1 records stay readable and are written back unchanged.
+Schema 2 adds ``settings`` (run settings that change the floats, e.g. the batch size),
+``test_set_hash`` and ``by_defect`` (metrics per defect kind); schema-1 records stay readable
+and are written back unchanged.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from fsad_bench import identity
 
 SCHEMA_VERSION = 2
 READABLE_SCHEMAS = (1, 2)
-_SCHEMA_2_FIELDS = ("settings", "test_set_hash")
+_SCHEMA_2_FIELDS = ("settings", "test_set_hash", "by_defect")
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
 
@@ -98,6 +99,8 @@ class EpisodeRecord:
     scores_file: str | None = None
     settings: dict[str, Any] = field(default_factory=dict)  # e.g. batch_size: it changes floats
     test_set_hash: str | None = None  # the test listing the episode was scored on
+    # per defect kind: its images against every normal test image (image and pixel metrics)
+    by_defect: dict[str, dict[str, float | None]] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @property
@@ -152,7 +155,7 @@ _RECORD_TYPES: dict[str, Any] = {
     "status": str, "metrics": dict, "metric_notes": dict, "metrics_version": str,
     "timing": dict, "env": dict, "provenance": dict, "error": (str, _NONE),
     "scores_file": (str, _NONE), "method": dict, "settings": dict,
-    "test_set_hash": (str, _NONE),
+    "test_set_hash": (str, _NONE), "by_defect": dict,
 }  # fmt: skip
 _METHOD_TYPES: dict[str, Any] = {
     "name": str, "version": str, "preset": (str, _NONE), "params": dict, "produces_maps": bool,

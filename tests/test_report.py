@@ -132,3 +132,72 @@ def test_complete_run_without_maps_has_no_gap_notes(tmp_path: Path) -> None:
     assert math.isclose(mean_row(long, 1)["mean"], 0.8)
     assert "pixel_auroc" not in set(long["metric"])  # records without it: no row, no gap
     assert "mean n/a" not in text
+
+
+def defect_run(run_dir: Path) -> None:
+    """Two seeds of one episode whose score files hold two defect kinds (no by_defect in the
+    records: the breakdown comes from the per-image scores, as for older runs)."""
+    writer = RecordWriter(run_dir)
+    paths = ["c/test/good/0.png", "c/test/good/1.png", "c/test/dent/0.png",
+             "c/test/dent/1.png", "c/test/stain/0.png", "c/test/stain/1.png"]  # fmt: skip
+    per_seed = {0: [0.1, 0.5, 0.6, 0.2, 0.9, 0.8], 1: [0.1, 0.5, 0.6, 0.7, 0.3, 0.8]}
+    for seed, scores in per_seed.items():
+        record = replace(make_record("c", 1, seed), scores_file=f"scores/{seed}.json")
+        payload = {"paths": paths, "labels": [0, 0, 1, 1, 1, 1], "scores": scores}
+        (run_dir / "scores").mkdir(parents=True, exist_ok=True)
+        (run_dir / record.scores_file).write_text(json.dumps(payload))
+        writer.append(record)
+
+
+def test_by_defect_report_matches_a_hand_computed_case(tmp_path: Path) -> None:
+    from fsad_bench.results.by_defect import by_defect
+    from fsad_bench.store import read_records
+
+    defect_run(tmp_path)
+    table = by_defect(tmp_path, read_records(tmp_path))
+    auroc = table[table.metric == "image_auroc"].set_index("defect")
+    # seed 0: dent {0.6, 0.2} vs good {0.1, 0.5}: 3 of 4 pairs ordered; stain {0.9, 0.8}: 4/4
+    # seed 1: dent {0.6, 0.7}: 4/4; stain {0.3, 0.8}: 3/4
+    assert math.isclose(auroc.loc["dent", "mean"], (0.75 + 1.0) / 2)
+    assert math.isclose(auroc.loc["stain", "mean"], (1.0 + 0.75) / 2)
+    assert math.isclose(auroc.loc["dent", "std"], statistics.stdev([0.75, 1.0]))
+    assert (auroc["n_seeds"] == 2).all()
+    pixel = table[table.metric == "pixel_auroc"]
+    assert pixel["mean"].isna().all() and (pixel["n_seeds"] == 0).all()  # maps not kept
+    assert list(table.columns) == ["method", "category", "defect", "k", "metric", "mean",
+                                   "std", "n_seeds"]  # fmt: skip
+
+
+def test_by_defect_from_the_cli_writes_the_csv_and_a_dataset_without_kinds_says_so(
+    tmp_path: Path,
+) -> None:
+    from test_submission import make_run
+    from typer.testing import CliRunner
+
+    from fsad_bench.cli import app
+
+    defect_run(tmp_path / "kinds")
+    result = CliRunner().invoke(app, ["report", str(tmp_path / "kinds"), "--by-defect"])
+    assert result.exit_code == 0, result.output
+    csv = pd.read_csv(tmp_path / "kinds" / "report_by_defect.csv")
+    assert set(csv["defect"]) == {"dent", "stain"}
+    one_kind = make_run(tmp_path / "one")  # every anomalous image is of kind "x"
+    result = CliRunner().invoke(app, ["report", str(one_kind), "--by-defect"])
+    assert result.exit_code == 2 and "has no defect kinds" in result.output
+
+
+def test_report_never_modifies_a_submission(tmp_path: Path) -> None:
+    from test_submission import make_run
+    from typer.testing import CliRunner
+
+    from fsad_bench.cli import app
+    from fsad_bench.results.submission import load_submission, submit
+
+    folder = submit(make_run(tmp_path / "run"), tmp_path / "subs", command="a test")
+    before = sorted(p.name for p in folder.rglob("*"))
+    result = CliRunner().invoke(app, ["report", str(folder)])
+    assert result.exit_code == 0 and "never modifies" in result.output
+    assert sorted(p.name for p in folder.rglob("*")) == before
+    load_submission(folder)  # still valid
+    written = CliRunner().invoke(app, ["report", str(folder), "--out", str(tmp_path / "rep")])
+    assert written.exit_code == 0 and (tmp_path / "rep" / "report.csv").is_file()

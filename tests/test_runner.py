@@ -297,3 +297,31 @@ def test_process_pool_gives_the_same_records(mvtec_root: Path, tmp_path: Path) -
     for key, metrics in one.items():
         for name, value in metrics.items():
             assert abs(value - two[key][name]) < 1e-6, (key, name)
+
+
+def test_records_break_scores_down_by_defect_kind(mvtec_root: Path, tmp_path: Path) -> None:
+    """With two defect kinds, each record carries per-kind image and pixel metrics, and its
+    score file names every image's kind; the per-kind image AUROC equals the one the
+    report recomputes from the score file."""
+    from fsad_bench.results.by_defect import _from_scores
+    from fsad_bench.store import read_scores
+
+    alpha = mvtec_root / "alpha"
+    for part in ("test", "ground_truth"):
+        (alpha / part / "dent").mkdir()
+    (alpha / "test" / "blob" / "002.png").rename(alpha / "test" / "dent" / "002.png")
+    (alpha / "ground_truth" / "blob" / "002_mask.png").rename(
+        alpha / "ground_truth" / "dent" / "002_mask.png"
+    )
+    run(config(mvtec_root, tmp_path / "run", categories="alpha", shots="1", seeds="0"),
+        log=lambda _: None)  # fmt: skip
+    record = read_records(tmp_path / "run")[0]
+    assert set(record.by_defect) == {"blob", "dent"}
+    for values in record.by_defect.values():
+        assert {"image_auroc", "pixel_auroc", "aupro"} <= set(values)
+        assert all(0.0 <= v <= 1.0 for v in values.values())
+    payload = read_scores(tmp_path / "run", record)
+    assert sorted(set(payload["defects"])) == ["blob", "dent", "good"]
+    recomputed = _from_scores(payload)
+    for kind in ("blob", "dent"):
+        assert recomputed[kind]["image_auroc"] == record.by_defect[kind]["image_auroc"]

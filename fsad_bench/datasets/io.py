@@ -48,6 +48,7 @@ class TestSet:
     labels: torch.Tensor  # (N,) int64, 1 = anomalous
     masks: torch.Tensor | None  # (N, S, S) bool
     paths: tuple[str, ...]  # relative to the category's data root, POSIX style
+    defects: tuple[str, ...] = ()  # each image's defect kind ("good" for normal images)
 
 
 def decode_error(path: Path, exc: BaseException) -> DatasetError:
@@ -183,4 +184,4 @@ def load_category_tensors(
             progress(index + 1, total)
     labels = torch.tensor([item.label for item in category.test], dtype=torch.int64)
     paths = tuple(category.relpath(item.path) for item in category.test)
-    return TestSet(images, labels, masks, paths)
+    return TestSet(images, labels, masks, paths, tuple(item.defect for item in category.test))

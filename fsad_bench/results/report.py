@@ -17,7 +17,7 @@ import pandas as pd
 
 from fsad_bench.identity import METRICS, metric_label
 from fsad_bench.records import STATUS_OK, EpisodeRecord
-from fsad_bench.store import RUN_CONFIG, latest_by_key, read_records
+from fsad_bench.store import RUN_CONFIG, latest_by_key, read_records, write_bytes_atomic
 
 _SHOWN_GAPS = 6
 
@@ -243,12 +243,11 @@ def run_categories(run_dir: Path) -> list[str] | None:
     return [str(c) for c in categories]
 
 
-def write_report(run_dir: Path) -> tuple[pd.DataFrame, str]:
-    """Write report.csv and report.md into the run directory; return the table text."""
+def build_report(run_dir: Path) -> tuple[pd.DataFrame, str, str]:
+    """The long table, its text and its Markdown, from a run directory or a submission."""
     records = read_records(run_dir)
     categories = run_categories(run_dir)
     long = aggregate(records, categories)
-    long.to_csv(Path(run_dir) / "report.csv", index=False, float_format="%.6f")
     failed = [r for r in latest_by_key(records).values() if r.status != STATUS_OK]
     header = "\n".join(provenance_lines(records))
     text = header + "\n\n" + render(long)
@@ -259,5 +258,13 @@ def write_report(run_dir: Path) -> tuple[pd.DataFrame, str]:
     if notes:
         text += "\n" + "\n".join(notes) + "\n"
         md += "\n" + "\n\n".join(notes) + "\n"
-    (Path(run_dir) / "report.md").write_text(md, encoding="utf-8")
+    return long, text, md
+
+
+def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[pd.DataFrame, str]:
+    """Write report.csv and report.md into ``out_dir`` (default: the run directory)."""
+    long, text, md = build_report(run_dir)
+    out = Path(out_dir or run_dir)
+    write_bytes_atomic(out / "report.csv", long.to_csv(index=False, float_format="%.6f").encode())
+    write_bytes_atomic(out / "report.md", md.encode("utf-8"))
     return long, text

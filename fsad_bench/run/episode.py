@@ -7,7 +7,6 @@ output becomes a failed record with its reason, so one bad episode never stops a
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import traceback
 from dataclasses import replace
@@ -24,7 +23,6 @@ from fsad_bench.datasets.base import Category
 from fsad_bench.datasets.io import TestSet, load_category_tensors, load_image
 from fsad_bench.errors import DatasetError
 from fsad_bench.features.lru import ByteLRU, limit_from_env, tensor_bytes
-from fsad_bench.identity import IMAGE_METRICS
 from fsad_bench.method import MetaTrainSet
 from fsad_bench.protocols.protocol import Protocol
 from fsad_bench.records import (
@@ -33,11 +31,11 @@ from fsad_bench.records import (
     EpisodeRecord,
     MethodRef,
     Prediction,
-    clean_metric,
 )
 from fsad_bench.registry import resolve
 from fsad_bench.run import gallery
 from fsad_bench.run.meta_cache import meta_fit_cached, meta_key
+from fsad_bench.run.scoring import defect_metrics, score_episode
 from fsad_bench.run.seeding import fit_seed, meta_fit_seed, seed_everything
 from fsad_bench.run.tasks import EpisodeOutcome, EpisodeTask
 from fsad_bench.run.timing import PeakMemory, Stopwatch
@@ -148,32 +146,6 @@ def validate(pred: Prediction, n: int, size: int, produces_maps: bool) -> None:
             raise InvalidOutput("maps contain NaN or inf")
 
 
-NO_MAPS = "not applicable: the method produces no anomaly maps"
-NO_MASKS = "not applicable: the dataset has image-level labels only"
-UNDEFINED = "undefined: the test set lacks normal or anomalous samples"
-
-
-def score_episode(
-    test: TestSet, pred: Prediction, produces_maps: bool, wanted: tuple[str, ...]
-) -> tuple[dict[str, float | None], dict[str, str]]:
-    """The protocol's metrics (``wanted``), exactly those; None with a note when one does
-    not apply (no maps, no masks) or is undefined (one class only), never a made-up number."""
-    labels, scores = test.labels.numpy(), pred.scores.numpy()
-    values: dict[str, float | None] = {}
-    notes: dict[str, str] = {}
-    for name in wanted:
-        if name in IMAGE_METRICS:
-            values[name] = metrics.IMAGE_LEVEL[name](labels, scores)
-        elif not produces_maps or test.masks is None:
-            values[name], notes[name] = None, NO_MAPS if not produces_maps else NO_MASKS
-        else:
-            values[name] = metrics.PIXEL_LEVEL[name](test.masks.numpy(), pred.maps.numpy())
-    for name, value in values.items():
-        if value is not None and math.isnan(value):
-            notes[name] = UNDEFINED
-    return {k: clean_metric(v) for k, v in values.items()}, notes
-
-
 def compute_env() -> dict[str, Any]:
     """Threads the episode really ran with (in its worker): CPU results depend on them."""
     return {
@@ -237,10 +209,13 @@ def play(task: EpisodeTask) -> EpisodeOutcome:
         timing["peak_mem_mb"] = memory.peak_mb
         validate(pred, len(test.paths), protocol.image_size, info.produces_maps)
         values, notes = score_episode(test, pred, info.produces_maps, protocol.metrics)
+        by_defect = defect_metrics(test, pred, info.produces_maps, protocol.metrics)
         provenance.update(getattr(method, "provenance", lambda: {})())
         record = _record(task, ref, STATUS_OK, values, notes, timing, provenance, None)
+        record = replace(record, by_defect=by_defect)
         scores = {
             "paths": list(test.paths),
+            "defects": list(test.defects),
             "labels": test.labels.tolist(),
             "scores": [float(s) for s in pred.scores.numpy().astype(np.float64)],
         }
