@@ -107,6 +107,11 @@ def _typing_problem(record: EpisodeRecord) -> str | None:
     values = record.metrics.values()
     if unknown or not all(v is None or type(v) in (int, float) for v in values):
         return f"{record.result_key}: metrics must be {list(METRICS)} with numbers or null"
+    for kind, per_kind in record.by_defect.items():
+        if not isinstance(per_kind, dict) or set(per_kind) - set(METRICS):
+            return f"{record.result_key}: by_defect[{kind!r}] must map metric names to values"
+        if not all(v is None or type(v) in (int, float) for v in per_kind.values()):
+            return f"{record.result_key}: by_defect[{kind!r}] values must be numbers or null"
     return None
 
 
