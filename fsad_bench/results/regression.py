@@ -27,6 +27,7 @@ from fsad_bench.results.submission import (
     builtin_protocol,
     load_submission,
 )
+from fsad_bench.run.environment import cpu_model
 
 COLUMNS = ["category", "k", "metric", "baseline", "current", "delta", "status"]
 FAILING = ("DROP", "missing")
@@ -221,4 +222,13 @@ def check(
     else:
         with tempfile.TemporaryDirectory(prefix="fsad-check-") as tmp:
             current = rerun(baseline, Path(tmp) / "run", quick, workers, data_root)
-    return compare(baseline.records, current, tolerance)
+    comparison = compare(baseline.records, current, tolerance)
+    made_on = baseline.manifest.get("environment", {}).get("cpu")
+    here = cpu_model()
+    if made_on != here:
+        comparison.table.attrs.setdefault("notes", []).append(
+            f"note: the baseline was made on {made_on or 'an unrecorded CPU'}, this machine is "
+            f"{here}; kernels round floats differently across CPUs, which can move meta-trained "
+            "methods by more than the tolerance (docs/reliability.md)"
+        )
+    return comparison
