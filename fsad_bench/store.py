@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -27,19 +28,32 @@ Row = TypeVar("Row")
 
 
 class RecordWriter:
-    """Appends whole lines only; one writer (the runner's parent process) per run."""
+    """Appends whole lines only; one writer (the runner's parent process) per run.
 
-    def __init__(self, run_dir: Path) -> None:
+    A record is written whole or not at all: short writes (a full disk) are continued, and
+    a write that fails is cut back to the last complete line, so the file always ends at a
+    line boundary and the next record never lands behind a fragment.
+    """
+
+    def __init__(self, run_dir: Path, log: Callable[[str], None] | None = None) -> None:
         self.path = Path(run_dir) / RECORDS
         self.path.parent.mkdir(parents=True, exist_ok=True)
         drop_torn_tail(self.path)
+        heal(self.path, log)
 
     def append(self, record: EpisodeRecord) -> None:
         line = (record.to_json() + "\n").encode("utf-8")
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
-            os.fsync(fd)
+            start = os.fstat(fd).st_size
+            try:
+                written = 0
+                while written < len(line):
+                    written += os.write(fd, line[written:])
+                os.fsync(fd)
+            except BaseException:
+                os.ftruncate(fd, start)  # back to the last complete line
+                raise
         finally:
             os.close(fd)
 
@@ -54,6 +68,41 @@ def drop_torn_tail(path: Path) -> bool:
     with open(path, "r+b") as handle:
         handle.truncate(data.rfind(b"\n") + 1)
     return True
+
+
+def heal(path: Path, log: Callable[[str], None] | None = None) -> int:
+    """Rewrite a records file whose middle holds a torn line (an append that failed half-way
+    before this writer cut back, then more appends): keep every intact record, drop the
+    fragments, say so. Returns the number of fragments dropped."""
+    if not path.exists():
+        return 0
+    data = path.read_bytes()
+    fragments: list[str] = []
+    rows = parse_jsonl(data, path, EpisodeRecord.from_dict, on_fragment=fragments.append)
+    if fragments:
+        text = "".join(row.to_json() + "\n" for row in rows).encode("utf-8")
+        write_bytes_atomic(path, text)
+        (log or _stderr)(
+            f"note: {path}: dropped {len(fragments)} torn fragment(s) ({fragments[0]}); the "
+            "intact records were kept and the torn episodes will be played again"
+        )
+    return len(fragments)
+
+
+def _stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
+
+
+def _split_torn(line: bytes) -> tuple[bytes, list[bytes]]:
+    """A line holding a torn record followed by whole ones: (the fragment, the records)."""
+    for start in range(1, len(line)):
+        if line[start : start + 2] == b'{"':
+            try:
+                json.loads(line[start:])
+            except ValueError:
+                continue
+            return line[:start], [line[start:]]
+    return line, []
 
 
 def _no_constants(name: str) -> Any:
@@ -75,10 +124,13 @@ def parse_jsonl(
     parse: Callable[[Any], Row],
     fix: str = RERUN_FIX,
     torn_tail: str = "drop",
+    on_fragment: Callable[[str], None] | None = None,
 ) -> list[Row]:
     """Every whole line of a JSONL file through ``parse``; a bad line names itself and
     ``fix``. A last line without its newline (a kill mid-write) is dropped, or refused with
-    ``torn_tail="refuse"`` where a complete file is expected (a submission)."""
+    ``torn_tail="refuse"`` where a complete file is expected (a submission). With
+    ``on_fragment``, a line that is a torn record followed by whole ones gives up the whole
+    ones and reports the fragment instead of failing."""
     lines = data.split(b"\n")
     if data and not data.endswith(b"\n"):
         if torn_tail == "refuse":
@@ -94,8 +146,12 @@ def parse_jsonl(
         try:
             rows.append(parse(parse_json(line, where)))
         except (FsadError, ValueError, TypeError, KeyError, RecursionError) as exc:
-            reason = str(exc).removeprefix(f"{where}: ")
-            raise FsadError(f"{where}:{number}: malformed record ({reason}); {fix}") from exc
+            fragment, intact = _split_torn(line) if on_fragment else (line, [])
+            if not intact:
+                reason = str(exc).removeprefix(f"{where}: ")
+                raise FsadError(f"{where}:{number}: malformed record ({reason}); {fix}") from exc
+            on_fragment(f"line {number}: {fragment[:60]!r}")  # type: ignore[misc]
+            rows += [parse(parse_json(part, where)) for part in intact]
     return rows
 
 
@@ -106,7 +162,16 @@ def read_records(path: Path) -> list[EpisodeRecord]:
         path = path / RECORDS
     if not path.exists():
         raise FsadError(f"{path}: no records here; pass the --out directory of a run")
-    return parse_jsonl(path.read_bytes(), path, EpisodeRecord.from_dict)
+    fragments: list[str] = []
+    rows = parse_jsonl(
+        path.read_bytes(), path, EpisodeRecord.from_dict, on_fragment=fragments.append
+    )
+    if fragments:
+        _stderr(
+            f"note: {path}: skipped {len(fragments)} torn fragment(s) ({fragments[0]}); "
+            "the next run in this directory removes them and plays those episodes again"
+        )
+    return rows
 
 
 def latest_by_key(records: Sequence[EpisodeRecord]) -> dict[str, EpisodeRecord]:

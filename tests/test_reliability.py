@@ -407,3 +407,55 @@ def test_unwritable_output_is_one_line_naming_the_file(mvtec_root: Path, tmp_pat
     assert result.exit_code == 2
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert lines[-1].startswith("error: ") and "cannot write the run's output" in lines[-1]
+
+
+# ---- data that is awkward but valid --------------------------------------------------------
+
+
+def test_every_format_pillow_decodes_counts_and_other_files_are_named_once(
+    mvtec_root: Path, tmp_path: Path
+) -> None:
+    """A .webp defect image is a test image like a .png; a stray text file is listed in one
+    note with its count, not silently dropped and not an error."""
+    blob = mvtec_root / "alpha" / "test" / "blob"
+    Image.open(blob / "000.png").save(blob / "000.webp", lossless=True)
+    (blob / "000.png").unlink()
+    (blob / "README.txt").write_text("notes from the camera operator")
+    category = mvtec.load_category(mvtec_root, "alpha")
+    assert any(item.path.suffix == ".webp" for item in category.test)
+    assert len([i for i in category.test if i.label == 1]) == 3
+    assert category.notes == (f"ignored 1 file(s) that are neither images nor masks (e.g. "
+                              f"{blob / 'README.txt'})",)  # fmt: skip
+    lines: list[str] = []
+    run(make_config(mvtec_root, tmp_path / "run", categories="alpha"), log=lines.append)
+    assert any("alpha: ignored 1 file(s)" in line for line in lines)
+
+
+def test_categories_and_images_symlinked_from_outside_the_root_are_keyed_under_it(
+    tmp_path: Path,
+) -> None:
+    """DVC, git-annex and shared stores link data in from elsewhere: files are keyed by
+    where they sit under --data-root, and the run plays."""
+    store, root = tmp_path / "store", tmp_path / "root"
+    for name in ("alpha", "beta"):
+        make_mvtec_category(store, name, seed=len(name))
+    root.mkdir()
+    (root / "alpha").symlink_to(store / "alpha", target_is_directory=True)
+    make_mvtec_category(root, "beta", seed=7)
+    image = root / "beta" / "train" / "good" / "000.png"
+    image.unlink()
+    image.symlink_to(store / "beta" / "train" / "good" / "000.png")
+    summary = quiet_run(root, tmp_path / "run")
+    assert summary.played == 2 and not summary.failed
+    supports = [p for r in read_records(tmp_path / "run") for p in r.provenance["support"]]
+    assert all(p.split("/")[0] in ("alpha", "beta") for p in supports)
+
+
+def test_a_file_name_that_is_not_utf8_does_not_break_the_run(
+    mvtec_root: Path, tmp_path: Path
+) -> None:
+    good = mvtec_root / "alpha" / "train" / "good"
+    odd = os.fsdecode(bytes(good / "000.png").replace(b"000.png", b"\xff\xfe.png"))
+    (good / "000.png").rename(odd)
+    summary = quiet_run(mvtec_root, tmp_path / "run", categories="alpha")
+    assert summary.played == 1 and not summary.failed

@@ -69,3 +69,86 @@ def test_malformed_middle_line_names_file_and_line(tmp_path: Path) -> None:
 def test_latest_record_wins() -> None:
     failed = replace(make_record(), status="failed", error="boom")
     assert latest_by_key([failed, make_record()])[make_record().result_key].status == "ok"
+
+
+def test_a_short_write_is_continued_and_a_failed_one_leaves_no_fragment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk: writes return short, then fail. The record is written whole or not at
+    all, and the file ends at a line boundary, so the next record is not spoiled."""
+    import errno
+    import os
+
+    from fsad_bench import store
+
+    writer = RecordWriter(tmp_path)
+    writer.append(make_record("a"))
+    real_write = os.write
+    monkeypatch.setattr(store.os, "write", lambda fd, data: real_write(fd, data[:7]))
+    writer.append(make_record("b"))  # 7 bytes at a time, continued to the end
+    budget = {"left": 2}
+
+    def failing(fd: int, data: bytes) -> int:
+        budget["left"] -= 1
+        if budget["left"] < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data[:20])
+
+    monkeypatch.setattr(store.os, "write", failing)
+    with pytest.raises(OSError):
+        writer.append(make_record("c"))
+    monkeypatch.setattr(store.os, "write", real_write)
+    assert writer.path.read_bytes().endswith(b"\n")
+    writer.append(make_record("d"))
+    assert [r.category for r in read_records(tmp_path)] == ["a", "b", "d"]
+
+
+def test_a_torn_middle_line_is_recovered_and_healed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A fragment left in the middle (by a writer without the cut-back) followed by a whole
+    record: readers keep every intact record and say so; the next writer heals the file."""
+    lines = [make_record(c).to_json() for c in ("a", "b", "c")]
+    (tmp_path / "records.jsonl").write_text(lines[0] + "\n" + lines[1][:50] + lines[2] + "\n")
+    assert [r.category for r in read_records(tmp_path)] == ["a", "c"]
+    assert "torn fragment" in capsys.readouterr().err
+    notes: list[str] = []
+    RecordWriter(tmp_path, log=notes.append)
+    assert notes and "dropped 1 torn fragment" in notes[0]
+    healed = (tmp_path / "records.jsonl").read_text().splitlines()
+    assert [json.loads(line)["category"] for line in healed] == ["a", "c"]
+
+
+class _Trainee:
+    """The meta-cache hooks of a meta-trained plugin, counting its trainings."""
+
+    class info:  # noqa: N801 - stands in for MethodInfo
+        name = "trainee"
+
+    def __init__(self) -> None:
+        self.trainings, self.state = 0, None
+
+    def meta_fit(self, tasks: object) -> None:
+        self.trainings += 1
+        self.state = {"w": __import__("torch").ones(3)}
+
+    def meta_state_dict(self) -> dict:
+        return self.state
+
+    def load_meta_state_dict(self, state: dict) -> None:
+        self.state = state
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 cut short"])
+def test_an_unreadable_meta_cache_file_is_retrained_and_replaced(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes
+) -> None:
+    from fsad_bench.run.meta_cache import meta_fit_cached
+
+    (tmp_path / "trainee-key.pt").write_bytes(content)
+    method = _Trainee()
+    assert meta_fit_cached(method, "key", lambda: None, tmp_path) is False
+    assert method.trainings == 1 and "trainee-key.pt is unreadable" in capsys.readouterr().err
+    again = _Trainee()
+    assert meta_fit_cached(again, "key", lambda: None, tmp_path) is True  # now a valid file
+    assert again.trainings == 0 and again.state["w"].sum() == 3

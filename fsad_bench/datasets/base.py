@@ -7,6 +7,7 @@ protocol can be checked and manifests written without reading a single pixel.
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,8 +37,13 @@ class Category:
     notes: tuple[str, ...] = ()
 
     def relpath(self, path: Path) -> str:
-        """Paths in manifests and sidecars are relative to the data root, POSIX style."""
-        return Path(path).resolve().relative_to(self.root.resolve()).as_posix()
+        """Paths in manifests and sidecars are relative to the data root, POSIX style. Taken
+        as listed, not resolved: a file or folder symlinked from elsewhere (DVC, git-annex,
+        shared stores) is keyed by where it sits under the root."""
+        relative = os.path.relpath(os.path.abspath(path), os.path.abspath(self.root))
+        if relative == ".." or relative.startswith(".." + os.sep):
+            raise ValueError(f"{path} is not under the data root {self.root}")
+        return Path(relative).as_posix()
 
 
 def listing_fingerprint(categories: Iterable[Category]) -> str:
@@ -55,7 +61,8 @@ def listing_fingerprint(categories: Iterable[Category]) -> str:
             line = [category.name, _relative(category, path), _size(path), label]
             if mask is not None:
                 line += [_relative(category, mask), _size(mask)]
-            digest.update(("\t".join(line) + "\n").encode())
+            # surrogateescape: a file name that is not valid UTF-8 is hashed as its bytes
+            digest.update(("\t".join(line) + "\n").encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:16]
 
 

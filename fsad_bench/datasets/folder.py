@@ -20,6 +20,7 @@ from typing import Any
 
 from fsad_bench.datasets.base import GOOD, Category, TestItem
 from fsad_bench.datasets.mvtec import (
+    ignored_files,
     list_images,
     reject_options,
     require_root,
@@ -146,4 +147,7 @@ def load_category(root: Path | None, name: str, **options: Any) -> Category:
                     f"or {image.stem}_mask.png there, or remove the mask folder for image labels"
                 )
             test.append(TestItem(image, 1, ABNORMAL, mask))
+    listed = {p.parent for p in (*train, *normal_test)} | {abnormal_dir, mask_dir} - {None}
+    ignored = ignored_files(*sorted(listed))
+    notes += [ignored] if ignored else []
     return Category(name, root, train, tuple(test), mask_dir is not None, tuple(notes))

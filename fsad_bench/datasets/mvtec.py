@@ -13,22 +13,41 @@ from typing import Any
 from fsad_bench.datasets.base import GOOD, Category, TestItem
 from fsad_bench.errors import DatasetError
 
-IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff"})
+
+def _decodable_suffixes() -> frozenset[str]:
+    """Every file suffix Pillow can open here (.png, .jpg, .webp, .tif, ...), not a fixed
+    list: a format Pillow decodes must not vanish from a test set."""
+    from PIL import Image
+
+    return frozenset(ext.lower() for ext, fmt in Image.registered_extensions().items()
+                     if fmt in Image.OPEN)  # fmt: skip
+
+
+IMAGE_SUFFIXES = _decodable_suffixes()
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """Files directly in ``folder`` except hidden ones (``.DS_Store``, ``._x.png``)."""
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]
 
 
 def list_images(folder: Path) -> list[Path]:
-    """Image files directly in ``folder``, sorted by name; hidden files (``.DS_Store``,
-    ``._x.png`` from macOS archives) and other suffixes are skipped."""
-    if not folder.is_dir():
-        return []
-    return sorted(
-        (
-            p
-            for p in folder.iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-        ),
-        key=lambda p: p.name,
-    )
+    """Image files directly in ``folder``, sorted by name; hidden files are skipped."""
+    images = (p for p in _visible_files(folder) if p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(images, key=lambda p: p.name)
+
+
+def ignored_files(*folders: Path) -> str | None:
+    """One note naming how many files in ``folders`` are neither images nor masks, or None."""
+    ignored = sorted(
+        p for folder in folders for p in _visible_files(folder)
+        if p.suffix.lower() not in IMAGE_SUFFIXES
+    )  # fmt: skip
+    if not ignored:
+        return None
+    return f"ignored {len(ignored)} file(s) that are neither images nor masks (e.g. {ignored[0]})"
 
 
 def subdirs(folder: Path) -> list[Path]:
@@ -121,4 +140,6 @@ def load_category(root: Path | None, name: str, **options: Any) -> Category:
             test.append(TestItem(image, 1, defect.name, mask))
     if not test:
         raise DatasetError(f"{folder / 'test'}: no test images in category {name!r}")
-    return Category(name, root, train, tuple(test), has_masks=True)
+    folders = [folder / "train" / GOOD, *defects, *subdirs(truth)]
+    notes = tuple(note for note in [ignored_files(*folders)] if note)
+    return Category(name, root, train, tuple(test), has_masks=True, notes=notes)

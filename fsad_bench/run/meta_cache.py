@@ -5,7 +5,9 @@ not on K (records.Episode.meta_train_key), so the weights are the same whichever
 sweep trains first.
 
 A sweep over K then meta-trains once per held-out category and seed. A file lock makes a
-second worker wait for the first instead of training the same network twice.
+second worker wait for the first instead of training the same network twice. Files are
+written whole (synced, then renamed); one that cannot be read anyway (a disk fault, a copy
+cut short) is deleted and the network trained again, with a line saying so.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import fcntl
 import hashlib
 import io
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -46,8 +49,19 @@ def meta_fit_cached(
     with open(cache_dir / f".{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if path.exists():
-            method.load_meta_state_dict(torch.load(path, map_location="cpu", weights_only=True))
-            return True
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=True)
+            except Exception as exc:  # noqa: BLE001 - truncated, empty or foreign: retrain
+                print(
+                    f"note: meta cache {path} is unreadable ({type(exc).__name__}); deleted, "
+                    "meta-training again",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                path.unlink(missing_ok=True)
+            else:
+                method.load_meta_state_dict(state)
+                return True
         method.meta_fit(build_set())
         buffer = io.BytesIO()
         torch.save(method.meta_state_dict(), buffer)

@@ -116,6 +116,9 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
     methods = prepare_methods(config)  # every bad --param or missing weights file: one line
     categories = load_categories(config.protocol)
+    for name, category in categories.items():
+        for note in category.notes:
+            log(f"{name}: {note}")
     config = replace(config, protocol=config.protocol.with_overrides(categories=tuple(categories)))
     protocol = config.protocol
     unknown = set(config.only_categories or ()) - set(categories)
