@@ -32,6 +32,11 @@ def _fail(exc: Exception) -> None:
     raise typer.Exit(2)
 
 
+def _unwritable(exc: OSError, where: Path | None, fix: str) -> FsadError:
+    """A full disk or a read-only place, as the one line a user can act on."""
+    return FsadError(f"{exc.filename or where}: cannot write ({exc.strerror or exc}); {fix}")
+
+
 @app.command()
 def run(
     protocol: Annotated[str | None, typer.Option(help="Protocol name or .yaml path.")] = None,
@@ -218,6 +223,8 @@ def rescore(
             typer.echo(f"{rescore_run(path)} record(s) of {path} rescored")
     except FsadError as exc:
         _fail(exc)
+    except OSError as exc:
+        _fail(_unwritable(exc, out or path, "free space or pass another --out"))
 
 
 @app.command("list")
@@ -277,6 +284,8 @@ def submit(
         path = submit_run(run_dir, out, command=command, method=method)
     except FsadError as exc:
         _fail(exc)
+    except OSError as exc:  # nothing is left half-written: the folder is renamed into place
+        _fail(_unwritable(exc, out, "free space or pass another --out; nothing was written"))
     typer.echo(f"wrote {path}")
     sources = json.loads((path / "manifest.json").read_text(encoding="utf-8"))["record_sources"]
     for key, values in sources.items():

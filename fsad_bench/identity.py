@@ -56,3 +56,12 @@ def split_label(label: str) -> tuple[str, str | None]:
     """The inverse of ``method_label``."""
     name, _, preset = label.partition(".")
     return name, preset or None
+
+
+# The row of a table that averages every category; a category that happens to carry this
+# name is shown under ``category_label`` instead, so no table row is ambiguous.
+MEAN_ROW = "mean"
+
+
+def category_label(category: str) -> str:
+    return f"{category} (category)" if category == MEAN_ROW else category

@@ -182,3 +182,48 @@ def test_param_values_are_yaml_scalars_and_exponents_are_numbers() -> None:
 
     parsed = parse_params(["riad.fit_lr=1e-4", "riad.cells=[2, 4]", "patchcore.weights=v2.pth"])
     assert parsed == {"riad": {"fit_lr": 1e-4, "cells": [2, 4]}, "patchcore": {"weights": "v2.pth"}}
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "needle"),
+    [
+        ("params: {patchcore: 5}", "params.patchcore must be a mapping"),
+        ("params: 7", "params must be a mapping"),
+        ("workers: two", "workers must be a whole number, got 'two'"),
+        ("episode_timeout: abc", "episode_timeout must be a number of seconds"),
+        ("retry_failed: 3", "retry_failed must be true or false"),
+        ("method: [patchcore]", "unknown key 'method'; did you mean 'methods'?"),
+        ("- just a list", "must be a YAML mapping"),
+    ],
+)
+def test_a_config_file_with_a_wrong_type_is_one_line(
+    tmp_path: Path, yaml_text: str, needle: str
+) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml_text + "\n")
+    result = runner.invoke(app, ["run", "--config", str(config), "--out", str(tmp_path / "r")])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert needle in lines[0] and str(config) in lines[0]
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "needle"),
+    [
+        ("--episode-timeout", "-5", "--episode-timeout must be a number of s > 0"),
+        ("--episode-timeout", "0", "--episode-timeout must be a number of s > 0"),
+        ("--episode-timeout", "nan", "--episode-timeout must be a number of s > 0"),
+        ("--episode-memory-mb", "0", "--episode-memory-mb must be a number of MB > 0"),
+        ("--workers", "0", "--workers must be at least 1"),
+    ],
+)
+def test_run_values_are_checked_before_any_episode(
+    mvtec_root: Path, tmp_path: Path, option: str, value: str, needle: str
+) -> None:
+    out = tmp_path / "r"
+    result = runner.invoke(app, ["run", "--data-root", str(mvtec_root), "--layout", "mvtec",
+                                 option, value, "--out", str(out)])  # fmt: skip
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert needle in lines[0] and not out.exists()

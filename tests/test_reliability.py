@@ -459,3 +459,42 @@ def test_a_file_name_that_is_not_utf8_does_not_break_the_run(
     (good / "000.png").rename(odd)
     summary = quiet_run(mvtec_root, tmp_path / "run", categories="alpha")
     assert summary.played == 1 and not summary.failed
+
+
+def test_output_errors_outside_episodes_are_one_line_and_leave_nothing_half_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk while writing a report or a submission: exit 2, one line, no torn or
+    empty file left behind (the writes are atomic)."""
+    import errno
+
+    from test_submission import make_run
+
+    from fsad_bench import store
+    from fsad_bench.results.submission import building
+
+    run_dir = make_run(tmp_path / "run")
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", str(args[0]))
+
+    monkeypatch.setattr(store, "write_bytes_atomic", full_disk)
+    monkeypatch.setattr("fsad_bench.results.report.write_bytes_atomic", full_disk)
+    result = CliRunner().invoke(cli_app, ["report", str(run_dir)])
+    lines = [line for line in result.output.splitlines() if line.startswith("error")]
+    assert result.exit_code == 2 and len(lines) == 1 and "No space left" in lines[0]
+    assert not (run_dir / "report.md").exists() and not (run_dir / "report.csv").exists()
+
+    real_open = open
+
+    def failing_open(path: object, mode: str = "r", *args: object, **kwargs: object) -> object:
+        if "w" in mode and "subs" in str(path):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_open(path, mode, *args, **kwargs)
+
+    monkeypatch.setattr(building, "open", failing_open, raising=False)
+    result = CliRunner().invoke(cli_app, ["submit", str(run_dir), "--out", str(tmp_path / "subs")])
+    lines = [line for line in result.output.splitlines() if line.startswith("error")]
+    assert result.exit_code == 2 and len(lines) == 1 and "nothing was written" in lines[0]
+    leftovers = [p for p in (tmp_path / "subs").rglob("*") if p.is_file()]
+    assert leftovers == []

@@ -201,3 +201,17 @@ def test_report_never_modifies_a_submission(tmp_path: Path) -> None:
     load_submission(folder)  # still valid
     written = CliRunner().invoke(app, ["report", str(folder), "--out", str(tmp_path / "rep")])
     assert written.exit_code == 0 and (tmp_path / "rep" / "report.csv").is_file()
+
+
+def test_a_category_named_mean_keeps_every_row_unambiguous(tmp_path: Path) -> None:
+    writer = RecordWriter(tmp_path)
+    for category, value in (("mean", 0.6), ("other", 0.8)):
+        for seed in (0, 1):
+            writer.append(make_record(category, 1, seed, image_auroc=value))
+    long, text = write_report(tmp_path)
+    auroc = long[(long.metric == "image_auroc")].set_index("category")["mean"]
+    assert not auroc.index.duplicated().any()
+    assert math.isclose(auroc["mean (category)"], 0.6) and math.isclose(auroc["other"], 0.8)
+    assert math.isclose(auroc["mean"], 0.7)  # the average over both categories
+    csv = pd.read_csv(tmp_path / "report.csv")
+    assert not csv.duplicated(["method", "category", "k", "metric"]).any()

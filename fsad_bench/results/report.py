@@ -15,7 +15,7 @@ from typing import Any
 
 import pandas as pd
 
-from fsad_bench.identity import METRICS, metric_label
+from fsad_bench.identity import MEAN_ROW, METRICS, category_label, metric_label
 from fsad_bench.records import STATUS_OK, EpisodeRecord
 from fsad_bench.store import RUN_CONFIG, latest_by_key, read_records, write_bytes_atomic
 
@@ -38,7 +38,7 @@ def records_frame(records: Sequence[EpisodeRecord]) -> pd.DataFrame:
                 {
                     "method": method_label(record),
                     "dataset": record.dataset,
-                    "category": record.category,
+                    "category": category_label(record.category),
                     "k": record.k,
                     "seed": record.seed,
                     "metric": metric,
@@ -139,7 +139,7 @@ def aggregate(
             per_seed = cell.groupby("seed")["value"].mean()
             mean, std, n_seeds = per_seed.mean(), per_seed.std(ddof=1), len(per_seed)
         rows.append(
-            {"method": method, "category": "mean", "k": k, "metric": metric,
+            {"method": method, "category": MEAN_ROW, "k": k, "metric": metric,
              "mean": mean, "std": std, "n_seeds": n_seeds}
         )  # fmt: skip
     long = pd.concat([long, pd.DataFrame(rows, columns=LONG_COLUMNS)], ignore_index=True)
@@ -161,7 +161,7 @@ def wide_table(long: pd.DataFrame, metric: str) -> pd.DataFrame:
         return pd.DataFrame()
     part["cell"] = [_cell(m, s) for m, s in zip(part["mean"], part["std"], strict=True)]
     part["column"] = part["method"] + " K=" + part["k"].astype(str)
-    order = sorted(part["category"].unique(), key=lambda c: (c == "mean", c))
+    order = sorted(part["category"].unique(), key=lambda c: (c == MEAN_ROW, c))
     pairs = sorted(set(zip(part["method"], part["k"], strict=True)))
     columns = [f"{m} K={k}" for m, k in pairs]
     table = part.pivot(index="category", columns="column", values="cell")

@@ -6,6 +6,7 @@ paths produce the same dict and go through ``build_run_config`` alone.
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -55,11 +56,6 @@ class RunConfig:
 
 
 DEFAULT_PROTOCOL = "synthetic_loo"
-OPTION_KEYS = {
-    "protocol", "data_root", "layout", "methods", "shots", "seeds", "categories", "out",
-    "workers", "device", "params", "image_size", "batch_size", "retry_failed", "weights",
-    "episode_timeout", "episode_memory_mb", "executor", "address", "save_maps",
-}  # fmt: skip
 
 
 def parse_int_list(text: str | int | list | None, what: str) -> tuple[int, ...] | None:
@@ -128,14 +124,67 @@ def apply_weights(
     return params
 
 
+_TEXT = (str,)
+_NUMBER = (int, float)
+_LIST_OR_TEXT = (list, str)
+# what each key of a run config file may hold, and how a message describes it
+OPTION_TYPES: dict[str, tuple[tuple[type, ...], str]] = {
+    "protocol": (_TEXT, "text (a protocol name or .yaml path)"),
+    "data_root": (_TEXT, "text (a folder)"),
+    "layout": (_TEXT, "text"),
+    "out": (_TEXT, "text (a folder)"),
+    "device": (_TEXT, "text"),
+    "executor": (_TEXT, "text"),
+    "address": (_TEXT, "text"),
+    "weights": (_TEXT, "text"),
+    "methods": (_LIST_OR_TEXT, "a list of method names"),
+    "categories": (_LIST_OR_TEXT, "a list of category names"),
+    "shots": ((list, int, str), "a list of whole numbers like [1, 2, 4]"),
+    "seeds": ((list, int, str), "a list of whole numbers like [0, 1, 2]"),
+    "params": ((dict, list), "a mapping like {patchcore: {coreset_ratio: 0.25}}"),
+    "workers": ((int,), "a whole number"),
+    "batch_size": ((int,), "a whole number"),
+    "image_size": ((int,), "a whole number"),
+    "save_maps": ((int,), "a whole number"),
+    "episode_timeout": (_NUMBER, "a number of seconds"),
+    "episode_memory_mb": (_NUMBER, "a number of MB"),
+    "retry_failed": ((bool,), "true or false"),
+}
+
+
+def _check_options_file(path: Path, data: Any) -> None:
+    """One line for the first key that is unknown or holds the wrong type of value."""
+    if not isinstance(data, dict):
+        raise FsadError(f"{path}: a run config must be a YAML mapping of option: value")
+    for key, value in data.items():
+        if key not in OPTION_TYPES:
+            close = difflib.get_close_matches(str(key), OPTION_TYPES, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise FsadError(
+                f"{path}: unknown key {key!r}{hint} (valid keys: {', '.join(sorted(OPTION_TYPES))})"
+            )
+        kinds, described = OPTION_TYPES[key]
+        wrong_bool = isinstance(value, bool) and bool not in kinds
+        if value is not None and (wrong_bool or not isinstance(value, kinds)):
+            raise FsadError(
+                f"{path}: {key} must be {described}, got {value!r} ({type(value).__name__})"
+            )
+    params = data.get("params")
+    if isinstance(params, dict):
+        for method, values in params.items():
+            if not isinstance(values, dict):
+                raise FsadError(
+                    f"{path}: params.{method} must be a mapping of parameter: value, got "
+                    f"{values!r} (e.g. params: {{{method}: {{sigma: 2.0}}}})"
+                )
+
+
 def load_options_file(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise FsadError(f"{path}: cannot read run config ({exc})") from exc
-    unknown = set(data) - OPTION_KEYS
-    if unknown:
-        raise FsadError(f"{path}: unknown keys {sorted(unknown)}; valid: {sorted(OPTION_KEYS)}")
+    _check_options_file(path, data)
     return data
 
 
@@ -198,7 +247,7 @@ def _image_size(value: Any) -> int | None:
 
 
 def build_run_config(options: Mapping[str, Any]) -> RunConfig:
-    unknown = set(options) - OPTION_KEYS
+    unknown = set(options) - set(OPTION_TYPES)
     if unknown:
         raise FsadError(f"unknown run options {sorted(unknown)}")
     protocol = resolve_protocol(options)
