@@ -498,3 +498,38 @@ def test_output_errors_outside_episodes_are_one_line_and_leave_nothing_half_writ
     assert result.exit_code == 2 and len(lines) == 1 and "nothing was written" in lines[0]
     leftovers = [p for p in (tmp_path / "subs").rglob("*") if p.is_file()]
     assert leftovers == []
+
+
+def test_a_second_run_on_a_locked_directory_stops_naming_the_holder(
+    mvtec_root: Path, tmp_path: Path
+) -> None:
+    """Two runs on one --out: the second stops with one line naming the first's PID before
+    it writes anything, whatever its settings; the first plays to the end undisturbed."""
+    import threading
+
+    out = tmp_path / "run"
+    first_config = make_config(mvtec_root, out, methods="naps", categories="alpha",
+                               shots="1,2")  # fmt: skip
+    done: dict[str, Any] = {}
+
+    def play_first() -> None:
+        done["summary"] = run(first_config, log=lambda _: None)
+
+    first = threading.Thread(target=play_first)
+    first.start()
+    deadline = time.monotonic() + 60
+    while not (out / ".lock").exists() or not (out / ".lock").read_text():  # the barrier
+        assert time.monotonic() < deadline, "the first run never took the lock"
+        time.sleep(0.05)
+    records_before = (
+        (out / "records.jsonl").read_bytes() if (out / "records.jsonl").exists() else b""
+    )
+    with pytest.raises(FsadError, match=f"another fsad-bench run \\(PID {os.getpid()}\\)"):
+        quiet_run(mvtec_root, out, categories="alpha", seeds="3")  # other settings
+    with pytest.raises(FsadError, match="another fsad-bench run"):
+        run(first_config, log=lambda _: None)  # identical settings: not played twice
+    first.join()
+    assert done["summary"].played == 2
+    assert len(read_records(out)) == 2
+    assert records.read_bytes().startswith(records_before)
+    assert quiet_run(mvtec_root, out, methods="naps", categories="alpha").played == 0  # lock freed

@@ -31,6 +31,7 @@ from fsad_bench.registry import list_methods
 from fsad_bench.run import episode
 from fsad_bench.run.config import RunConfig
 from fsad_bench.run.environment import environment
+from fsad_bench.run.lock import exclusive
 from fsad_bench.run.methods import prepare_methods
 from fsad_bench.run.progress import Heartbeat, progress_line
 from fsad_bench.run.resume import (
@@ -134,8 +135,23 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
     )  # before anything is written: an executor that refuses the settings leaves no trace
     with output_errors(config.out_dir):
         config.out_dir.mkdir(parents=True, exist_ok=True)
+    with exclusive(config.out_dir):  # one writer: a second run here stops with one line
+        return _play(config, identity, methods, categories, supports, executor, log)
+
+
+def _play(
+    config: RunConfig,
+    identity: dict[str, Any],
+    methods: dict[str, dict[str, Any]],
+    categories: dict[str, Category],
+    supports: dict[str, list[SupportEntry]],
+    executor: Any,
+    log: Callable[[str], None],
+) -> RunSummary:
+    """Everything after the run directory is locked: resume checks, bookkeeping, episodes."""
+    protocol = config.protocol
     check_resume(config, identity)
-    writer = RecordWriter(config.out_dir)
+    writer = RecordWriter(config.out_dir, log)
     previous = read_records(writer.path) if writer.path.exists() else []
     check_versions(writer.path, previous, methods)
     lost = {r.result_key for r in previous if _scores_missing(config.out_dir, r)}
