@@ -521,9 +521,8 @@ def test_a_second_run_on_a_locked_directory_stops_naming_the_holder(
     while not (out / ".lock").exists() or not (out / ".lock").read_text():  # the barrier
         assert time.monotonic() < deadline, "the first run never took the lock"
         time.sleep(0.05)
-    records_before = (
-        (out / "records.jsonl").read_bytes() if (out / "records.jsonl").exists() else b""
-    )
+    records = out / "records.jsonl"
+    records_before = records.read_bytes() if records.exists() else b""
     with pytest.raises(FsadError, match=f"another fsad-bench run \\(PID {os.getpid()}\\)"):
         quiet_run(mvtec_root, out, categories="alpha", seeds="3")  # other settings
     with pytest.raises(FsadError, match="another fsad-bench run"):
