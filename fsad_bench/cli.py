@@ -382,19 +382,27 @@ def protocol_freeze(
     name: str,
     data_root: Annotated[Path | None, typer.Option(help="Dataset folder.")] = None,
     out: Annotated[
-        Path | None, typer.Option(help="Manifest path (default: the protocol's).")
+        Path | None, typer.Option(help="Support manifest path (default: the protocol's).")
+    ] = None,
+    test_out: Annotated[
+        Path | None, typer.Option(help="Test manifest path (default: the protocol's).")
     ] = None,
 ) -> None:
-    """Write the support manifest (paths + pixel hashes) of every episode of a protocol."""
-    from fsad_bench.protocols.manifests import freeze_manifest
+    """Write the support manifest (paths + pixel hashes of every episode's supports) and,
+    when the protocol names one or --test-out is given, the test manifest (every test
+    image's path, label, defect kind and pixel hash)."""
+    from fsad_bench.protocols.manifests import freeze_manifest, freeze_test_manifest
     from fsad_bench.run.config import resolve_protocol
 
     try:
         protocol = resolve_protocol({"protocol": name, "data_root": data_root})
-        path = freeze_manifest(protocol, out)
+        written = [freeze_manifest(protocol, out)]
+        if test_out is not None or protocol.test_manifest:
+            written.append(freeze_test_manifest(protocol, test_out))
     except FsadError as exc:
         _fail(exc)
-    typer.echo(f"wrote {path}")
+    for path in written:
+        typer.echo(f"wrote {path}")
 
 
 @protocol_app.command("show")

@@ -532,3 +532,76 @@ def test_a_second_run_on_a_locked_directory_stops_naming_the_holder(
     assert len(read_records(out)) == 2
     assert records.read_bytes().startswith(records_before)
     assert quiet_run(mvtec_root, out, methods="naps", categories="alpha").played == 0  # lock freed
+
+
+# ---- the test set is part of the protocol ---------------------------------------------------
+
+
+def frozen_protocol(root: Path, tmp_path: Path) -> Path:
+    """A protocol over ``root`` whose test listing is frozen, as the built-in ones are."""
+    from fsad_bench.protocols.manifests import freeze_test_manifest
+    from fsad_bench.protocols.protocol import load_protocol
+
+    path = tmp_path / "frozen.yaml"
+    path.write_text(
+        f"name: frozen\nversion: '1'\ndataset: tiny\nlayout: mvtec\ndata_root: {root}\n"
+        "categories: [alpha, beta]\nshots: [1]\nseeds: [0]\nimage_size: 32\n"
+        "test_manifest: frozen_tests.json\n"
+    )
+    freeze_test_manifest(load_protocol(str(path)))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("change", "needle"),
+    [
+        (lambda c: (c / "test" / "blob" / "000.png").unlink(),
+         "1 missing (e.g. alpha/test/blob/000.png)"),
+        (lambda c: shutil.copy(c / "test" / "good" / "000.png", c / "test" / "good" / "009.png"),
+         "1 extra (e.g. alpha/test/good/009.png)"),
+        (lambda c: write_png(c / "test" / "good" / "000.png", np.zeros((32, 32, 3), np.uint8)),
+         "1 changed (e.g. alpha/test/good/000.png)"),
+    ],
+)  # fmt: skip
+def test_a_test_set_that_differs_from_the_protocols_stops_the_run(
+    mvtec_root: Path, tmp_path: Path, change: Any, needle: str
+) -> None:
+    protocol = frozen_protocol(mvtec_root, tmp_path)
+    change(mvtec_root / "alpha")
+    out = tmp_path / "run"
+    result = CliRunner().invoke(cli_app, ["run", "--protocol", str(protocol), "--method",
+                                          "patchcore", "--out", str(out)])  # fmt: skip
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert needle in lines[0] and "differs from the protocol's frozen listing" in lines[0]
+    assert not (out / "records.jsonl").exists()
+
+
+def test_records_name_their_test_set_and_a_check_against_other_data_refuses(
+    mvtec_root: Path, tmp_path: Path
+) -> None:
+    from fsad_bench.results.regression import compare
+
+    quiet_run(mvtec_root, tmp_path / "a", categories="alpha")
+    (mvtec_root / "alpha" / "test" / "blob" / "000.png").unlink()  # a copy without one image
+    quiet_run(mvtec_root, tmp_path / "b", categories="alpha")
+    a, b = read_records(tmp_path / "a"), read_records(tmp_path / "b")
+    assert a[0].test_set_hash and b[0].test_set_hash and a[0].test_set_hash != b[0].test_set_hash
+    with pytest.raises(FsadError, match="they do not compare"):
+        compare(a, b, 0.01)
+
+
+def test_submit_refuses_records_scored_on_another_test_set(tmp_path: Path) -> None:
+    from test_submission import edit_lines, make_run
+
+    from fsad_bench.results.submission import submit
+
+    run_dir = make_run(tmp_path / "run")
+
+    def other_test_set(rows: list[dict]) -> list[dict]:
+        rows[0]["test_set_hash"] = "0123456789abcdef"
+        return rows
+
+    edit_lines(run_dir / "records.jsonl", other_test_set)
+    with pytest.raises(SubmissionError, match="not the frozen test set"):
+        submit(run_dir, tmp_path / "subs")

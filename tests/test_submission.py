@@ -18,7 +18,13 @@ import pytest
 from typer.testing import CliRunner
 
 from fsad_bench.cli import app
-from fsad_bench.protocols.manifests import load_manifest, manifest_key, support_hash
+from fsad_bench.protocols.manifests import (
+    hash_test_set,
+    load_manifest,
+    load_test_manifest,
+    manifest_key,
+    support_hash,
+)
 from fsad_bench.protocols.protocol import load_protocol
 from fsad_bench.records import EpisodeRecord, MethodRef
 from fsad_bench.results.submission import (
@@ -53,6 +59,7 @@ def make_run(
     """A complete run of synthetic_quick that passes validation (random, seeded scores)."""
     protocol = load_protocol(PROTOCOL)
     frozen = load_manifest(protocol.manifest_path())
+    tests = load_test_manifest(protocol.test_manifest_path())
     method = method or MethodRef("patchcore", "1.0", None, {"weights": "pretrained"}, True)
     rng = np.random.default_rng(0)
     writer = RecordWriter(run_dir)
@@ -73,6 +80,7 @@ def make_run(
             metrics=metrics, metric_notes={}, metrics_version="m",
             timing={"fit_s": 1.0, "predict_ms_per_image": 10.0 * (1 + episode.k)},
             env={"python": "3"}, provenance=provenance or {"backbone": "efficientnet_lite0"},
+            test_set_hash=hash_test_set(tests[episode.category]),
         )  # fmt: skip
         record = replace(record, scores_file=scores_file_name(record.result_key))
         paths = [f"{episode.category}/test/x/{i:03d}.png" for i in range(16)]

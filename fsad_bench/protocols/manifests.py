@@ -153,3 +153,110 @@ def plan_supports(
             entries = [SupportEntry(p) for p in paths]
         supports[key] = entries
     return supports
+
+
+# --- the test set ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ListedImage:
+    """One test image as a protocol freezes it: where, what, and its pixels' hash."""
+
+    path: str
+    label: int
+    defect: str
+    sha256: str | None = None
+
+
+def list_test_set(category: Category, hashes: bool) -> list[ListedImage]:
+    """A category's test set as entries (pixel hashes only when asked: they decode)."""
+    return sorted(
+        (
+            ListedImage(
+                category.relpath(item.path),
+                item.label,
+                item.defect,
+                pixel_sha256(item.path) if hashes else None,
+            )
+            for item in category.test
+        ),
+        key=lambda entry: entry.path,
+    )
+
+
+def hash_test_set(entries: Sequence[ListedImage]) -> str:
+    """What a record keeps of its test set: equal hashes, equal test sets."""
+    payload = json.dumps([asdict(e) for e in entries], sort_keys=True)
+    return hashlib.sha256(payload.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def load_test_manifest(path: Path) -> dict[str, list[ListedImage]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return {
+            category: [ListedImage(**entry) for entry in entries]
+            for category, entries in data["tests"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ProtocolError(
+            f"{path}: unreadable test manifest ({exc}); restore it from git"
+        ) from exc
+
+
+def write_test_manifest(
+    path: Path, protocol: Protocol, tests: dict[str, list[ListedImage]]
+) -> None:
+    payload = {
+        "protocol": protocol.name,
+        "version": protocol.version,
+        "hash": "sha256 of decoded pixels (fsad_bench.datasets.hashing.pixel_sha256)",
+        "tests": {name: [asdict(e) for e in tests[name]] for name in sorted(tests)},
+    }
+    write_json_atomic(path, payload, indent=1)
+
+
+def freeze_test_manifest(protocol: Protocol, out: Path | None = None) -> Path:
+    """Every category's test listing with pixel hashes, from the data on disk."""
+    path = out or protocol.test_manifest_path()
+    if path is None:
+        raise ProtocolError(f"{protocol.ref} names no test_manifest; pass --out PATH")
+    categories = load_categories(protocol)
+    write_test_manifest(path, protocol, {n: list_test_set(c, True) for n, c in categories.items()})
+    return path
+
+
+def check_test_sets(
+    protocol: Protocol, categories: dict[str, Category], played: Iterable[str]
+) -> dict[str, str]:
+    """The test-set hash of every played category. With a frozen test manifest, the data
+    must match it: one line naming what is missing, extra or changed, before any episode.
+    Without one, the hash is of the listing (paths, labels, kinds), so two runs on
+    different data never compare as equal."""
+    manifest = protocol.test_manifest_path()
+    frozen = load_test_manifest(manifest) if manifest and manifest.exists() else {}
+    hashes = {}
+    for name in sorted(set(played)):
+        expected = frozen.get(name)
+        entries = list_test_set(categories[name], hashes=bool(expected and expected[0].sha256))
+        if expected is not None and entries != expected:
+            raise DatasetError(_test_set_problem(categories[name], expected, entries, manifest))
+        hashes[name] = hash_test_set(entries)
+    return hashes
+
+
+def _test_set_problem(
+    category: Category, expected: list[ListedImage], found: list[ListedImage], manifest: Path | None
+) -> str:
+    want, have = {e.path: e for e in expected}, {e.path: e for e in found}
+    parts = []
+    for what, paths in (
+        ("missing", sorted(set(want) - set(have))),
+        ("extra", sorted(set(have) - set(want))),
+        ("changed", sorted(p for p in set(want) & set(have) if want[p] != have[p])),
+    ):
+        if paths:
+            parts.append(f"{len(paths)} {what} (e.g. {paths[0]})")
+    return (
+        f"{category.root / category.name}: the test set differs from the protocol's frozen "
+        f"listing {manifest}: {', '.join(parts)}; point --data-root at an unmodified copy"
+    )

@@ -29,7 +29,7 @@ PROTOCOL_DIR = Path(str(resources.files("fsad_protocols")))
 META_TRAIN_RULES = ("leave_one_out", "none")
 _KEYS = {
     "name", "version", "dataset", "layout", "data_root", "categories", "shots", "seeds",
-    "image_size", "meta_train", "metrics", "support_manifest", "layout_options",
+    "image_size", "meta_train", "metrics", "support_manifest", "test_manifest", "layout_options",
     "description", "include",
 }  # fmt: skip
 
@@ -48,6 +48,10 @@ class Protocol:
     meta_train: str = "leave_one_out"
     metrics: tuple[str, ...] = METRICS
     support_manifest: str | None = None
+    # the frozen test listing (paths, labels, kinds, pixel hashes); checked before a run and
+    # on submit through each record's test_set_hash, not through the definition hash, so
+    # that protocols frozen before it existed keep their hash and their submissions
+    test_manifest: str | None = None
     layout_options: dict[str, Any] = field(default_factory=dict)
     description: str = ""
     source: str | None = None
@@ -72,10 +76,16 @@ class Protocol:
         return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
 
     def manifest_path(self) -> Path | None:
-        if not self.support_manifest:
+        return self._beside(self.support_manifest)
+
+    def test_manifest_path(self) -> Path | None:
+        return self._beside(self.test_manifest)
+
+    def _beside(self, name: str | None) -> Path | None:
+        if not name:
             return None
         base = Path(self.source).parent if self.source else PROTOCOL_DIR
-        return (base / self.support_manifest).resolve()
+        return (base / name).resolve()
 
     def episodes(self) -> Iterator[Episode]:
         for category in self.categories:
@@ -165,6 +175,7 @@ def load_protocol(name_or_path: str) -> Protocol:
         meta_train=data.get("meta_train", "leave_one_out"),
         metrics=tuple(data.get("metrics", METRICS)),
         support_manifest=data.get("support_manifest"),
+        test_manifest=data.get("test_manifest"),
         layout_options=dict(data.get("layout_options") or {}),
         description=str(data.get("description", "")).strip(),
         source=str(path.resolve()),

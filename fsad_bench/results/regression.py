@@ -78,6 +78,19 @@ def _episode(record: EpisodeRecord) -> tuple[str, int, int]:
     return (record.category, record.k, record.seed)
 
 
+def _same_test_sets(baseline: Sequence[EpisodeRecord], current: Sequence[EpisodeRecord]) -> None:
+    """Records that name their test sets must name the same ones: a run on other data (a
+    copy missing its hardest images) must not pass, or even 'improve', against a baseline."""
+    theirs = {r.category: r.test_set_hash for r in baseline if r.test_set_hash}
+    for record in current:
+        expected = theirs.get(record.category)
+        if expected and record.test_set_hash and record.test_set_hash != expected:
+            raise FsadError(
+                f"{record.category}: the run was scored on test set {record.test_set_hash}, the "
+                f"baseline on {expected}; they do not compare (check --data-root)"
+            )
+
+
 def check_tolerance(tolerance: float) -> None:
     if not math.isfinite(tolerance) or tolerance < 0:
         raise FsadError(f"--tolerance must be a finite number >= 0, got {tolerance}")
@@ -102,6 +115,7 @@ def compare(
         raise FsadError("the rerun played none of the baseline's episodes; nothing to compare")
     base = [r for r in baseline if _episode(r) in both]
     ours = [r for r in current if _episode(r) in both]
+    _same_test_sets(base, ours)
     notes = []
     if wanted - both:
         notes.append(

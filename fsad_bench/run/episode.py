@@ -280,6 +280,7 @@ def _record(
         provenance=provenance,
         error=error,
         settings={"batch_size": task.batch_size},
+        test_set_hash=task.test_set_hash,
     )
     if status == STATUS_OK:
         record = replace(record, scores_file=scores_file_name(record.result_key))

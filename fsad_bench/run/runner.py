@@ -20,6 +20,7 @@ from fsad_bench.errors import DatasetError, FsadError, ProtocolError
 from fsad_bench.execution import Limits, Work, create_executor
 from fsad_bench.protocols.manifests import (
     SupportEntry,
+    check_test_sets,
     manifest_key,
     plan_supports,
     support_hash,
@@ -61,6 +62,7 @@ def build_tasks(
     supports: dict[str, list[SupportEntry]],
     run_id: str,
     env: dict[str, Any],
+    test_hashes: dict[str, str] | None = None,
 ) -> list[EpisodeTask]:
     protocol = config.protocol
     tasks = []
@@ -86,6 +88,7 @@ def build_tasks(
                     cache_dir=str(config.out_dir / "meta_cache"),
                     threads=1 if config.workers > 1 else None,
                     save_maps=config.save_maps,
+                    test_set_hash=(test_hashes or {}).get(ep.category),
                 )
             )
     return tasks
@@ -128,6 +131,7 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
             f"--categories {sorted(unknown)} not in {protocol.ref}; known: {', '.join(categories)}"
         )
     supports = plan_supports(protocol, categories, config.episodes())
+    test_hashes = check_test_sets(protocol, categories, {e.category for e in config.episodes()})
     identity = run_identity(config, listing_fingerprint(categories.values()), methods)
     limits = Limits(config.episode_timeout_s, config.episode_memory_mb)
     executor = create_executor(
@@ -136,7 +140,7 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
     with output_errors(config.out_dir):
         config.out_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(config.out_dir):  # one writer: a second run here stops with one line
-        return _play(config, identity, methods, categories, supports, executor, log)
+        return _play(config, identity, methods, categories, supports, test_hashes, executor, log)
 
 
 def _play(
@@ -145,6 +149,7 @@ def _play(
     methods: dict[str, dict[str, Any]],
     categories: dict[str, Category],
     supports: dict[str, list[SupportEntry]],
+    test_hashes: dict[str, str],
     executor: Any,
     log: Callable[[str], None],
 ) -> RunSummary:
@@ -167,7 +172,7 @@ def _play(
     with output_errors(config.out_dir):
         write_run_config(config, identity, env)
         write_manifest(config.out_dir / SUPPORTS, protocol, with_earlier(config.out_dir, supports))
-    tasks = build_tasks(config, categories, supports, uuid.uuid4().hex[:12], env)
+    tasks = build_tasks(config, categories, supports, uuid.uuid4().hex[:12], env, test_hashes)
     pending = [t for t in tasks if t.result_key not in done]
     skipped = len(tasks) - len(pending)
     latest = {r.result_key: r for r in previous}

@@ -32,6 +32,7 @@ class EpisodeTask:
     cache_dir: str | None = None
     threads: int | None = None
     save_maps: int = 0  # panels per episode for the leaderboard gallery (run.gallery)
+    test_set_hash: str | None = None  # of the held-out category's test listing
 
     @property
     def result_key(self) -> str:

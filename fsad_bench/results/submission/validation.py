@@ -12,7 +12,13 @@ from typing import Any
 import numpy as np
 
 from fsad_bench.identity import IMAGE_METRICS, METRICS
-from fsad_bench.protocols.manifests import load_manifest, manifest_key, support_hash
+from fsad_bench.protocols.manifests import (
+    hash_test_set,
+    load_manifest,
+    load_test_manifest,
+    manifest_key,
+    support_hash,
+)
 from fsad_bench.protocols.protocol import Protocol, list_protocol_files, load_protocol
 from fsad_bench.records import STATUS_OK, EpisodeRecord
 from fsad_bench.results.submission.reading import (
@@ -115,6 +121,30 @@ def _typing_problem(record: EpisodeRecord) -> str | None:
     return None
 
 
+def _frozen_test_sets(protocol: Protocol) -> dict[str, str] | None:
+    """Each category's test-set hash from the protocol's frozen test manifest, or None."""
+    path = protocol.test_manifest_path()
+    if path is None:
+        return None
+    return {name: hash_test_set(entries) for name, entries in load_test_manifest(path).items()}
+
+
+def _test_set_problem(
+    record: EpisodeRecord, tests: dict[str, str] | None, protocol: Protocol
+) -> str | None:
+    """Records since schema 2 name the test set they were scored on; it must be the
+    protocol's (schema-1 records predate the hash and cannot say)."""
+    if tests is None or record.schema_version < 2:
+        return None
+    expected = tests.get(record.category)
+    if record.test_set_hash != expected:
+        return (
+            f"{record.episode_key}: scored on test set {record.test_set_hash}, not the frozen "
+            f"test set {expected} of {protocol.ref}; rerun on an unmodified copy of the data"
+        )
+    return None
+
+
 def _frozen_supports(protocol: Protocol) -> dict[str, str] | None:
     path = protocol.manifest_path()
     if path is None:
@@ -137,6 +167,7 @@ def validate_records(
     if len(methods) > 1:
         problems.append(f"records mix {len(methods)} method versions/parameter sets")
     frozen = _frozen_supports(protocol)
+    tests = _frozen_test_sets(protocol)
     by_episode: dict[str, EpisodeRecord] = {}
     for record in latest_by_key(records).values():
         problem = _typing_problem(record)
@@ -162,6 +193,9 @@ def validate_records(
                 f"{key}: support manifest hash {record.support_manifest_hash} {why} the "
                 f"frozen manifest of {protocol.ref}"
             )
+        problem = _test_set_problem(record, tests, protocol)
+        if problem:
+            problems.append(problem)
         if not record.scores_file or not SIDECAR.match(record.scores_file):
             problems.append(f"{key}: scores_file {record.scores_file!r} is not scores/<hash>.json")
             continue
