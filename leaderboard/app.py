@@ -183,8 +183,9 @@ def show_maps(board: data.Board) -> None:
         "Each panel: input | anomaly map (one colour scale per episode, dark = normal) | "
         "ground truth (grey where the dataset has no pixel masks)."
     )
-    panels = episodes[episode]
-    st.image([str(p.image) for p in panels], caption=[p.caption for p in panels], width=384)
+    for panel in episodes[episode]:
+        st.image(str(panel.image), width=384)
+        st.text(panel.caption)  # submitted text: plain, never Markdown or HTML
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 from streamlit.testing.v1 import AppTest
-from test_submission import make_run
+from test_submission import forge, make_run
 
 from fsad_bench.results.submission import SubmissionError, load_submission, submit
 from fsad_bench.run import gallery
@@ -158,8 +158,54 @@ def test_app_gallery_shows_the_panels_of_a_run(
     gallery_tab = at.tabs[5]
     assert [s.value for s in gallery_tab.selectbox][-1] == "meandist alpha K=1 seed=0"
     images = [element for element in gallery_tab if element.type == "image"]
-    assert len(images) == 1
-    captions = list(images[0].captions)
+    assert len(images) == 2
+    captions = [element.value for element in gallery_tab.text]
     assert len(captions) == 2
     assert captions[0].startswith("alpha/test/") and "(defective, score" in captions[0]
     assert "(normal, score" in captions[1]
+
+
+def forged_index(folder: Path, index: object) -> None:
+    """Replace every index.json of a submission and re-hash it, as a forger would."""
+    for path in folder.glob("maps/*/index.json"):
+        path.write_text(json.dumps(index))
+    forge(folder)
+
+
+def test_a_malformed_gallery_index_is_refused_when_the_submission_is_loaded(
+    tmp_path: Path,
+) -> None:
+    run_dir = make_run(tmp_path / "run")
+    add_maps(run_dir)
+    folder = submit(run_dir, out_root=tmp_path / "subs", command="test")
+    forged_index(folder, {"panels": [1, 2]})
+    with pytest.raises(SubmissionError, match="index.json: panel 0 must be an object"):
+        load_submission(folder)
+
+
+def test_submitted_text_in_the_gallery_is_plain_text(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A forged image path with Markdown (bold text, a link to an outside script) shows as
+    the characters it is, never rendered."""
+    run_dir = make_run(tmp_path / "run")
+    add_maps(run_dir)
+    folder = submit(run_dir, out_root=tmp_path / "subs", command="test")
+    trick = "**pwned** [click](https://evil.example/x.js)"
+    for path in folder.glob("maps/*/index.json"):
+        index = json.loads(path.read_text())
+        for panel in index["panels"]:
+            panel["path"] = trick
+        path.write_text(json.dumps(index))
+    forge(folder)
+    load_submission(folder)  # a string is a valid path field: it must be shown safely
+    monkeypatch.setenv("FSAD_LEADERBOARD_SUBMISSIONS", str(tmp_path / "subs"))
+    monkeypatch.setenv("FSAD_LEADERBOARD_RUNS", "")
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    gallery_tab = at.tabs[5]
+    texts = [element.value for element in gallery_tab.text]
+    assert texts and all(text.startswith(trick) for text in texts)
+    rendered = [m.value for m in gallery_tab.markdown] + [c.value for c in gallery_tab.caption]
+    assert not any("pwned" in value for value in rendered)

@@ -22,6 +22,7 @@ MAX_FILES = 20_000
 AUROC_TOLERANCE = 1e-9
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 SIDECAR = re.compile(r"^scores/[0-9a-f]{20}\.json$")
+PANEL_FILE = re.compile(r"^\d{2}-(?:defect|normal)\.png$")
 MAP_FILE = re.compile(r"^maps/([0-9a-f]{20})/(\d{2}-(?:defect|normal)\.png|index\.json)$")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 SHOWN_PROBLEMS = 6

@@ -24,6 +24,7 @@ from fsad_bench.records import STATUS_OK, EpisodeRecord
 from fsad_bench.results.submission.reading import (
     AUROC_TOLERANCE,
     MAP_FILE,
+    PANEL_FILE,
     PNG_MAGIC,
     SHOWN_PROBLEMS,
     SIDECAR,
@@ -241,10 +242,32 @@ def map_file_problems(files: dict[str, bytes], records: Sequence[EpisodeRecord])
             problems.append(f"{path}: not a PNG image")
         elif path.endswith(".json"):
             try:
-                parse_json(data, path)
+                problem = _index_problem(parse_json(data, path))
             except SubmissionError as exc:
-                problems.append(str(exc))
+                problem = str(exc)
+            if problem:
+                problems.append(f"{path}: {problem}" if not problem.startswith(path) else problem)
     return problems
+
+
+_PANEL_KEYS = {"file": str, "path": str, "label": int, "score": (int, float)}
+
+
+def _index_problem(index: Any) -> str | None:
+    """A gallery index is {"panels": [{"file", "path", "label", "score"}, ...]} and names only
+    panel files of its own folder: what the leaderboard reads, checked when it is loaded."""
+    if not isinstance(index, dict) or not isinstance(index.get("panels"), list):
+        return 'index must be {"panels": [...]}'
+    for number, panel in enumerate(index["panels"]):
+        if not isinstance(panel, dict) or set(panel) - set(_PANEL_KEYS):
+            return f"panel {number} must be an object with keys {sorted(_PANEL_KEYS)}"
+        for key, kind in _PANEL_KEYS.items():
+            value = panel.get(key)
+            if not isinstance(value, kind) or isinstance(value, bool):
+                return f"panel {number}: {key} must be {getattr(kind, '__name__', 'a number')}"
+        if not PANEL_FILE.match(panel["file"]) or panel["label"] not in (0, 1):
+            return f"panel {number}: file {panel['file']!r} or label {panel['label']!r} invalid"
+    return None
 
 
 def raise_problems(where: Path, problems: list[str]) -> None:
