@@ -36,7 +36,7 @@ import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor, nn
@@ -460,3 +460,40 @@ def check_backbone(name: str, weights: str, layers: Sequence[int] | None = None)
     if layers is not None:
         _check_layers(spec, layers)
     return resolve_weights(name, weights)
+
+
+class BackboneMethod:
+    """What every plugin on a frozen backbone repeats: its device, the pre-flight check of
+    backbone, weights and layers, the process-shared extractor and the backbone part of its
+    provenance. Mix it into a ``MethodBase`` subclass whose parameters are
+    ``BackboneParams`` (with ``layers`` when the plugin lets users choose them)."""
+
+    default_layers: tuple[int, ...] | None = None  # None: the backbone's own default
+    device: torch.device = torch.device("cpu")
+    params: Any
+
+    def to(self, device: str | torch.device) -> Any:
+        self.device = torch.device(device)
+        return self
+
+    @property
+    def _layers(self) -> tuple[int, ...] | None:
+        chosen = getattr(self.params, "layers", None)
+        return tuple(chosen) if chosen is not None else self.default_layers
+
+    def preflight(self) -> None:
+        check_backbone(self.params.backbone, self.params.weights, self._layers)
+
+    def _extractor(self) -> tuple[FeatureExtractor, WeightsSource]:
+        p = self.params
+        return cached_feature_extractor(p.backbone, p.weights, self._layers, str(self.device))
+
+    def _backbone_provenance(self) -> dict[str, Any]:
+        """Which backbone, how it was initialised and which weights file: what the report
+        and the leaderboard label results by."""
+        _, source = self._extractor()
+        return {
+            "backbone": self.params.backbone,
+            "backbone_init": "random" if source.kind == "random" else "pretrained",
+            "weights": source.describe(),
+        }

@@ -8,11 +8,8 @@ import torch
 from pydantic import StrictInt, model_validator
 
 from fsad_bench.features.backbones import (
+    BackboneMethod,
     BackboneParams,
-    FeatureExtractor,
-    WeightsSource,
-    cached_feature_extractor,
-    check_backbone,
 )
 from fsad_bench.method import MethodBase, MethodInfo, NotFittedError, episode_generator
 from fsad_bench.params import Field
@@ -70,7 +67,7 @@ class DifferNetParams(BackboneParams):
         return self
 
 
-class DifferNet(MethodBase):
+class DifferNet(BackboneMethod, MethodBase):
     info: ClassVar[MethodInfo] = MethodInfo(
         name="differnet", version="1.0", produces_maps=True, needs_meta_train=False
     )
@@ -96,7 +93,6 @@ class DifferNet(MethodBase):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self.device = torch.device("cpu")
         self._model: DifferNetModel | None = None
 
     def _build_parts(self) -> tuple[FlowSpec, Schedule, Transforms]:
@@ -117,20 +113,9 @@ class DifferNet(MethodBase):
         )
         return flow, schedule, transforms
 
-    def to(self, device: str | torch.device) -> DifferNet:
-        self.device = torch.device(device)
-        return self
-
     @property
     def _layers(self) -> tuple[int]:
         return (DEFAULT_LAYER if self.params.layer is None else self.params.layer,)
-
-    def preflight(self) -> None:
-        check_backbone(self.params.backbone, self.params.weights, self._layers)
-
-    def _extractor(self) -> tuple[FeatureExtractor, WeightsSource]:
-        p = self.params
-        return cached_feature_extractor(p.backbone, p.weights, self._layers, str(self.device))
 
     def fit(self, support: torch.Tensor) -> None:
         extractor, _ = self._extractor()
@@ -155,11 +140,9 @@ class DifferNet(MethodBase):
         return Prediction(scores=scores, maps=maps)
 
     def provenance(self) -> dict[str, Any]:
-        extractor, source = self._extractor()
+        extractor, _ = self._extractor()
         return {
-            "backbone": self.params.backbone,
-            "backbone_init": "random" if source.kind == "random" else "pretrained",
-            "weights": source.describe(),
+            **self._backbone_provenance(),
             "layer": extractor.layers,
             "feature_dim": self.params.scales * extractor.feature_channels[-1],
         }

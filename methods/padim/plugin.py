@@ -7,11 +7,9 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from fsad_bench.features.backbones import (
+    BackboneMethod,
     BackboneParams,
     FeatureExtractor,
-    WeightsSource,
-    cached_feature_extractor,
-    check_backbone,
 )
 from fsad_bench.method import MethodBase, MethodInfo, NotFittedError
 from fsad_bench.params import Field
@@ -32,10 +30,11 @@ class PaDiMParams(BackboneParams):
     sigma: float = Field(4.0, ge=0, description="Gaussian smoothing of the map; 0: none")
 
 
-class PaDiM(MethodBase):
+class PaDiM(BackboneMethod, MethodBase):
     info: ClassVar[MethodInfo] = MethodInfo(
         name="padim", version="1.0", produces_maps=True, needs_meta_train=False
     )
+    default_layers = DEFAULT_LAYERS
     params_type = PaDiMParams
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "lite0": {"backbone": "efficientnet_lite0"},
@@ -47,23 +46,7 @@ class PaDiM(MethodBase):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self.device = torch.device("cpu")
         self._model: PaDiMModel | None = None
-
-    def to(self, device: str | torch.device) -> PaDiM:
-        self.device = torch.device(device)
-        return self
-
-    @property
-    def _layers(self) -> tuple[int, ...]:
-        return self.params.layers if self.params.layers is not None else DEFAULT_LAYERS
-
-    def preflight(self) -> None:
-        check_backbone(self.params.backbone, self.params.weights, self._layers)
-
-    def _extractor(self) -> tuple[FeatureExtractor, WeightsSource]:
-        p = self.params
-        return cached_feature_extractor(p.backbone, p.weights, self._layers, str(self.device))
 
     def _channels(self, extractor: FeatureExtractor) -> torch.Tensor | None:
         total = sum(extractor.feature_channels)
@@ -88,12 +71,11 @@ class PaDiM(MethodBase):
         return Prediction(scores=scores, maps=maps)
 
     def provenance(self) -> dict[str, Any]:
-        extractor, source = self._extractor()
+        extractor, _ = self._extractor()
         total = sum(extractor.feature_channels)
         channels = self._channels(extractor)
         return {
-            "backbone": self.params.backbone,
-            "weights": source.describe(),
+            **self._backbone_provenance(),
             "layers": extractor.layers,
             "strides": extractor.feature_strides,
             "channels": f"{total if channels is None else len(channels)} of {total}",

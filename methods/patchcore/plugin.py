@@ -6,7 +6,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from fsad_bench.features.backbones import BackboneParams, cached_feature_extractor, check_backbone
+from fsad_bench.features.backbones import BackboneMethod, BackboneParams
 from fsad_bench.method import MethodBase, MethodInfo, NotFittedError, episode_generator
 from fsad_bench.params import Field
 from fsad_bench.records import Prediction
@@ -27,7 +27,7 @@ class PatchCoreParams(BackboneParams):
     count_padding: bool = Field(True, description="3x3 average counts the zero padding")
 
 
-class PatchCore(MethodBase):
+class PatchCore(BackboneMethod, MethodBase):
     info: ClassVar[MethodInfo] = MethodInfo(
         name="patchcore", version="1.1", produces_maps=True, needs_meta_train=False
     )
@@ -42,19 +42,7 @@ class PatchCore(MethodBase):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self.device = torch.device("cpu")
         self._model: PatchCoreModel | None = None
-
-    def to(self, device: str | torch.device) -> PatchCore:
-        self.device = torch.device(device)
-        return self
-
-    def preflight(self) -> None:
-        check_backbone(self.params.backbone, self.params.weights, self.params.layers)
-
-    def _extractor(self) -> tuple[torch.nn.Module, Any]:
-        p = self.params
-        return cached_feature_extractor(p.backbone, p.weights, p.layers, str(self.device))
 
     def fit(self, support: torch.Tensor) -> None:
         extractor, _ = self._extractor()
@@ -80,11 +68,7 @@ class PatchCore(MethodBase):
         return Prediction(scores=scores, maps=maps)
 
     def provenance(self) -> dict[str, Any]:
-        _, source = self._extractor()
-        bank = self._model.bank_size if self._model else None
         return {
-            "backbone": self.params.backbone,
-            "backbone_init": "random" if source.kind == "random" else "pretrained",
-            "weights": source.describe(),
-            "bank": bank,
+            **self._backbone_provenance(),
+            "bank": self._model.bank_size if self._model else None,
         }

@@ -7,11 +7,8 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from fsad_bench.features.backbones import (
+    BackboneMethod,
     BackboneParams,
-    FeatureExtractor,
-    WeightsSource,
-    cached_feature_extractor,
-    check_backbone,
 )
 from fsad_bench.method import MethodBase, MethodInfo, NotFittedError
 from fsad_bench.params import Field
@@ -39,10 +36,11 @@ class SPADEParams(BackboneParams):
     )
 
 
-class SPADE(MethodBase):
+class SPADE(BackboneMethod, MethodBase):
     info: ClassVar[MethodInfo] = MethodInfo(
         name="spade", version="1.0", produces_maps=True, needs_meta_train=False
     )
+    default_layers = DEFAULT_LAYERS
     params_type = SPADEParams
     presets: ClassVar[dict[str, dict[str, Any]]] = {
         "lite0": {"backbone": "efficientnet_lite0"},
@@ -55,23 +53,7 @@ class SPADE(MethodBase):
 
     def __init__(self, **params: Any) -> None:
         super().__init__(**params)
-        self.device = torch.device("cpu")
         self._model: SPADEModel | None = None
-
-    def to(self, device: str | torch.device) -> SPADE:
-        self.device = torch.device(device)
-        return self
-
-    @property
-    def _layers(self) -> tuple[int, ...]:
-        return self.params.layers if self.params.layers is not None else DEFAULT_LAYERS
-
-    def preflight(self) -> None:
-        check_backbone(self.params.backbone, self.params.weights, self._layers)
-
-    def _extractor(self) -> tuple[FeatureExtractor, WeightsSource]:
-        p = self.params
-        return cached_feature_extractor(p.backbone, p.weights, self._layers, str(self.device))
 
     def fit(self, support: torch.Tensor) -> None:
         extractor, _ = self._extractor()
@@ -93,11 +75,9 @@ class SPADE(MethodBase):
         return Prediction(scores=scores, maps=maps)
 
     def provenance(self) -> dict[str, Any]:
-        extractor, source = self._extractor()
+        extractor, _ = self._extractor()
         return {
-            "backbone": self.params.backbone,
-            "backbone_init": "random" if source.kind == "random" else "pretrained",
-            "weights": source.describe(),
+            **self._backbone_provenance(),
             "layers": extractor.layers,
             "strides": extractor.feature_strides,
         }
