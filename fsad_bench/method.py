@@ -44,6 +44,7 @@ class MetaTrainSet:
     held_out: str
     data_hash: str
     seed: int
+    k: int | None = None  # the episode's K, for methods whose tasks have K shots (meta_uses_k)
 
 
 @runtime_checkable
@@ -102,6 +103,11 @@ class MethodBase:
 
     def preflight(self) -> None:
         """Raise an ``FsadError`` naming what is missing (a weights file, a data source)."""
+
+    def meta_uses_k(self) -> bool:
+        """Whether meta_fit reads ``tasks.k`` (e.g. K-shot tasks, as K is met at test time):
+        its meta-training is then seeded and cached per K instead of once for every K."""
+        return False
 
     def meta_fit(self, tasks: MetaTrainSet) -> None:
         if self.info.needs_meta_train:

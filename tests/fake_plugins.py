@@ -68,6 +68,20 @@ class MetaSpy(MeanDistance):
         self.prior = state["prior"]
 
 
+class MetaSpyPerK(MetaSpy):
+    """A meta-trained plugin whose tasks have the episode's K shots (meta_uses_k)."""
+
+    info: ClassVar[MethodInfo] = MethodInfo("metaspyk", "0", True, True)
+    ks: ClassVar[list[int | None]] = []
+
+    def meta_uses_k(self) -> bool:
+        return True
+
+    def meta_fit(self, tasks: MetaTrainSet) -> None:
+        MetaSpyPerK.ks.append(tasks.k)
+        super().meta_fit(tasks)
+
+
 class Hangs(MeanDistance):
     """A stuck plugin: fit never returns when given ``hang_k`` support images."""
 
@@ -263,6 +277,7 @@ FAKES = {
         NanScores,
         Raises,
         MetaSpy,
+        MetaSpyPerK,
         Hangs,
         WrongShapeMaps,
         InfScores,

@@ -231,6 +231,26 @@ def test_meta_training_does_not_depend_on_which_k_trains_first(
     assert alone[0].metrics == reused[0].metrics
 
 
+def test_a_method_meta_training_with_k_shots_trains_and_caches_per_k(
+    mvtec_root: Path, tmp_path: Path
+) -> None:
+    """meta_uses_k: the tasks carry the episode's K, and meta-training is seeded and cached
+    per K (one training per K, none shared), while other methods still train once."""
+    from fake_plugins import MetaSpy, MetaSpyPerK
+
+    MetaSpy.draws.clear()
+    MetaSpyPerK.ks.clear()
+    options = {"seeds": "0", "categories": "alpha", "shots": "1,2"}
+    run(config(mvtec_root, tmp_path / "k", methods="metaspyk", **options), log=lambda _: None)
+    assert MetaSpyPerK.ks == [1, 2]
+    assert len(MetaSpy.draws) == 2 and MetaSpy.draws[0] != MetaSpy.draws[1]  # seeded per K
+    assert len(list((tmp_path / "k" / "meta_cache").glob("*.pt"))) == 2
+    records = read_records(tmp_path / "k")
+    assert not any(r.provenance["meta_fit_cache_hit"] for r in records)
+    run(config(mvtec_root, tmp_path / "once", methods="metaspy", **options), log=lambda _: None)
+    assert len(list((tmp_path / "once" / "meta_cache").glob("*.pt"))) == 1
+
+
 def test_records_say_their_threads_and_other_threads_retrain(
     mvtec_root: Path, tmp_path: Path
 ) -> None:

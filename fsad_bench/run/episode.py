@@ -109,9 +109,10 @@ def decode_train(category: Category, size: int) -> torch.Tensor:
     return torch.stack([load_image(path, size) for path in category.train_normal])
 
 
-def meta_train_set(task: EpisodeTask, data_hash: str) -> MetaTrainSet:
+def meta_train_set(task: EpisodeTask, data_hash: str, per_k: bool = False) -> MetaTrainSet:
     images = {c.name: train_images(task, c) for c in _meta_categories(task)}
-    return MetaTrainSet(images, task.episode.category, data_hash, task.episode.seed)
+    k = task.episode.k if per_k else None
+    return MetaTrainSet(images, task.episode.category, data_hash, task.episode.seed, k)
 
 
 def predict_batched(method: Any, images: torch.Tensor, batch_size: int) -> Prediction:
@@ -180,15 +181,17 @@ def play(task: EpisodeTask) -> EpisodeOutcome:
         category = category_of(task, episode.category)
         with PeakMemory(task.device) as memory:
             if info.needs_meta_train:
-                meta_seed = meta_fit_seed(episode, resolved.name)
+                per_k = bool(getattr(method, "meta_uses_k", lambda: False)())
+                meta_seed = meta_fit_seed(episode, resolved.name, per_k)
                 seed_everything(meta_seed)
                 data_hash = meta_data_hash(task)
-                key = meta_key(ref.name, ref.version, ref.params, episode.category,
-                               meta_seed, data_hash, compute_label(task.device))  # fmt: skip
+                key = meta_key(ref.name, ref.version, ref.params, episode.category, meta_seed,
+                               data_hash, compute_label(task.device),
+                               episode.k if per_k else None)  # fmt: skip
                 cache = Path(task.cache_dir) if task.cache_dir else None
                 with Stopwatch() as clock:
                     cache_hit = meta_fit_cached(
-                        method, key, lambda: meta_train_set(task, data_hash), cache
+                        method, key, lambda: meta_train_set(task, data_hash, per_k), cache
                     )
                 timing["meta_fit_s"] = clock.seconds
                 provenance["meta_fit_cache_hit"] = cache_hit

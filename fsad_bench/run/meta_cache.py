@@ -28,12 +28,13 @@ from fsad_bench.store import write_bytes_atomic
 
 
 def meta_key(name: str, version: str, params: dict[str, Any], held_out: str, seed: int,
-             data_hash: str, compute: str) -> str:  # fmt: skip
+             data_hash: str, compute: str, k: int | None = None) -> str:  # fmt: skip
     """``compute`` names the device and thread count: meta-training on 1 and on 2 threads
     sums in different orders and can end in different weights, so a resumed run on other
-    threads retrains instead of mixing the two."""
-    payload = json.dumps([name, version, params, held_out, seed, data_hash, compute],
-                         sort_keys=True)  # fmt: skip
+    threads retrains instead of mixing the two. ``k`` only for methods that meta-train
+    with the episode's K."""
+    parts = [name, version, params, held_out, seed, data_hash, compute]
+    payload = json.dumps(parts + ([k] if k is not None else []), sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:24]
 
 

@@ -17,8 +17,9 @@ def fit_seed(episode: Episode, method: str) -> int:
     return derive_seed(episode.key, method)
 
 
-def meta_fit_seed(episode: Episode, method: str) -> int:
-    return derive_seed(episode.meta_train_key, method, "meta_fit")
+def meta_fit_seed(episode: Episode, method: str, per_k: bool = False) -> int:
+    """Without K unless the method meta-trains with the episode's K (``meta_uses_k``)."""
+    return derive_seed(episode.key if per_k else episode.meta_train_key, method, "meta_fit")
 
 
 def seed_everything(seed: int) -> None:
