@@ -15,7 +15,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || python3 -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q $(TORCH)
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,elpv,lite12,ray]'
+	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev,elpv,lite12,ray,anomalib]'
 	touch $(STAMP)
 
 benchmark: $(STAMP)
@@ -36,7 +36,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# every figure of docs/performance.md, one thread (anomalib columns need the compare venv)
+# every figure of docs/performance.md, one thread (anomalib is installed by `make install`)
 BENCH_SCRIPTS := bench_vs_anomalib.py bench_coreset.py bench_patchcore.py bench_aupro.py bench_pr_metrics.py \
 	bench_padim.py bench_meta_steps.py "bench_runs.py cache" "bench_runs.py memory"
 bench-perf: $(STAMP)

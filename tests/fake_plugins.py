@@ -82,6 +82,12 @@ class MetaSpyPerK(MetaSpy):
         super().meta_fit(tasks)
 
 
+class NeedsTwo(MeanDistance):
+    """Fits need at least two support images (a covariance, say)."""
+
+    info: ClassVar[MethodInfo] = MethodInfo("needstwo", "0", True, False, min_k=2)
+
+
 class Hangs(MeanDistance):
     """A stuck plugin: fit never returns when given ``hang_k`` support images."""
 
@@ -278,6 +284,7 @@ FAKES = {
         Raises,
         MetaSpy,
         MetaSpyPerK,
+        NeedsTwo,
         Hangs,
         WrongShapeMaps,
         InfScores,

@@ -345,3 +345,15 @@ def test_records_break_scores_down_by_defect_kind(mvtec_root: Path, tmp_path: Pa
     recomputed = _from_scores(payload)
     for kind in ("blob", "dent"):
         assert recomputed[kind]["image_auroc"] == record.by_defect[kind]["image_auroc"]
+
+
+def test_episodes_below_a_methods_minimum_k_are_not_played(
+    mvtec_root: Path, tmp_path: Path
+) -> None:
+    lines: list[str] = []
+    summary = run(config(mvtec_root, tmp_path / "run", methods="needstwo,meandist",
+                         categories="alpha", seeds="0"), log=lines.append)  # fmt: skip
+    played = {(r.method.name, r.k) for r in read_records(tmp_path / "run")}
+    assert played == {("needstwo", 2), ("meandist", 1), ("meandist", 2)}
+    assert summary.played == 3 and not summary.failed
+    assert any("needstwo: K=[1] below its minimum of 2 support images" in line for line in lines)

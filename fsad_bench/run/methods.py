@@ -9,6 +9,7 @@ RegAD's ``backbone: auto``) that the run's identity and the meta-training cache 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from fsad_bench.errors import FsadError, PluginError, ProtocolError
@@ -31,8 +32,17 @@ def build_checked(spec: str, params: dict[str, Any] | None = None) -> Any:
     return method
 
 
-def prepare_methods(config: RunConfig) -> dict[str, dict[str, Any]]:
-    """Each method's version and resolved parameters, after building and checking it."""
+@dataclass(frozen=True)
+class Prepared:
+    """Each method's version and resolved parameters (what the run's identity holds), and
+    the fewest support images it accepts (episodes with a smaller K are not played)."""
+
+    identity: dict[str, dict[str, Any]]
+    min_k: dict[str, int]
+
+
+def prepare_methods(config: RunConfig) -> Prepared:
+    """Every method built and checked once, before any episode."""
     stray = sorted(set(config.method_params) - set(config.methods))
     if stray:
         raise PluginError(
@@ -40,11 +50,12 @@ def prepare_methods(config: RunConfig) -> dict[str, dict[str, Any]]:
             f"{', '.join(config.methods)}); write it as METHOD.KEY=VALUE with METHOD exactly "
             "as given to --method"
         )
-    prepared = {}
+    identity, min_k = {}, {}
     for spec in config.methods:
         method = build_checked(spec, config.method_params.get(spec))
-        info = type(method).info
+        info = method.info  # per instance where a plugin refines it
         if info.needs_meta_train and config.protocol.meta_train == "none":
             raise ProtocolError(f"{spec} needs meta-training but the protocol has meta_train: none")
-        prepared[spec] = {"version": info.version, "params": method.get_params()}
-    return prepared
+        identity[spec] = {"version": info.version, "params": method.get_params()}
+        min_k[spec] = info.min_k
+    return Prepared(identity, min_k)

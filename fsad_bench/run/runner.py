@@ -33,7 +33,7 @@ from fsad_bench.run import episode
 from fsad_bench.run.config import RunConfig
 from fsad_bench.run.environment import environment
 from fsad_bench.run.lock import exclusive
-from fsad_bench.run.methods import prepare_methods
+from fsad_bench.run.methods import Prepared, prepare_methods
 from fsad_bench.run.progress import Heartbeat, progress_line
 from fsad_bench.run.resume import (
     SUPPORTS,
@@ -94,6 +94,18 @@ def build_tasks(
     return tasks
 
 
+def _playable(
+    tasks: list[EpisodeTask], min_k: dict[str, int], log: Callable[[str], None]
+) -> list[EpisodeTask]:
+    """Episodes with fewer supports than a method accepts are not played (their fit is
+    undefined, e.g. a covariance from one image); one line says which."""
+    kept = [t for t in tasks if t.episode.k >= min_k.get(t.method_spec, 1)]
+    for spec in sorted({t.method_spec for t in tasks if t not in kept}):
+        low = sorted({t.episode.k for t in tasks if t.method_spec == spec and t not in kept})
+        log(f"{spec}: K={low} below its minimum of {min_k[spec]} support images; not played")
+    return kept
+
+
 def _scores_missing(out_dir: Path, record: EpisodeRecord) -> bool:
     return bool(record.scores_file) and not (out_dir / record.scores_file).exists()
 
@@ -118,7 +130,8 @@ def episode_work() -> Work[EpisodeTask, Any]:
 
 def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSummary:
     log = log or (lambda line: print(line, file=sys.stderr, flush=True))
-    methods = prepare_methods(config)  # every bad --param or missing weights file: one line
+    prepared = prepare_methods(config)  # every bad --param or missing weights file: one line
+    methods = prepared.identity
     categories = load_categories(config.protocol)
     for name, category in categories.items():
         for note in category.notes:
@@ -140,13 +153,13 @@ def run(config: RunConfig, log: Callable[[str], None] | None = None) -> RunSumma
     with output_errors(config.out_dir):
         config.out_dir.mkdir(parents=True, exist_ok=True)
     with exclusive(config.out_dir):  # one writer: a second run here stops with one line
-        return _play(config, identity, methods, categories, supports, test_hashes, executor, log)
+        return _play(config, identity, prepared, categories, supports, test_hashes, executor, log)
 
 
 def _play(
     config: RunConfig,
     identity: dict[str, Any],
-    methods: dict[str, dict[str, Any]],
+    prepared: Prepared,
     categories: dict[str, Category],
     supports: dict[str, list[SupportEntry]],
     test_hashes: dict[str, str],
@@ -158,7 +171,7 @@ def _play(
     check_resume(config, identity)
     writer = RecordWriter(config.out_dir, log)
     previous = read_records(writer.path) if writer.path.exists() else []
-    check_versions(writer.path, previous, methods)
+    check_versions(writer.path, previous, prepared.identity)
     lost = {r.result_key for r in previous if _scores_missing(config.out_dir, r)}
     if lost:
         log(f"note: {len(lost)} finished episode(s) in {config.out_dir} lost their score file; "
@@ -173,6 +186,7 @@ def _play(
         write_run_config(config, identity, env)
         write_manifest(config.out_dir / SUPPORTS, protocol, with_earlier(config.out_dir, supports))
     tasks = build_tasks(config, categories, supports, uuid.uuid4().hex[:12], env, test_hashes)
+    tasks = _playable(tasks, prepared.min_k, log)
     pending = [t for t in tasks if t.result_key not in done]
     skipped = len(tasks) - len(pending)
     latest = {r.result_key: r for r in previous}

@@ -85,7 +85,9 @@ class Subject:
 
     @property
     def info(self) -> MethodInfo:
-        return self.cls.info
+        """The built method's: a plugin may refine its info per instance (e.g. a bridge
+        whose models differ in producing maps)."""
+        return self.build().info
 
     def build(self, params: dict[str, Any] | None = None) -> Any:
         merged = {**getattr(self.cls, "conformance_params", {}), **self.params, **(params or {})}
