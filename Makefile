@@ -38,7 +38,8 @@ lint: $(STAMP)
 
 # every figure of docs/performance.md, one thread (anomalib is installed by `make install`)
 BENCH_SCRIPTS := bench_vs_anomalib.py bench_coreset.py bench_patchcore.py bench_aupro.py bench_pr_metrics.py \
-	bench_padim.py bench_meta_steps.py "bench_runs.py cache" "bench_runs.py memory"
+	bench_padim.py bench_meta_steps.py "bench_runs.py cache" "bench_runs.py memory" \
+	bench_bridge_vs_engine.py
 bench-perf: $(STAMP)
 	@status=0; for script in $(BENCH_SCRIPTS); do \
 	  echo "== python benchmarks/$$script"; \

@@ -25,8 +25,8 @@ from cputime import Timing, bench_parser, best_times, feature_cache_off, parse_b
 from tabulate import tabulate
 
 from fsad_bench.registry import resolve
-from fsad_bench.testing.data import tiny_normals
 from fsad_bench.run.seeding import seed_everything
+from fsad_bench.testing.data import tiny_normals
 
 TARGET = 0.8
 EPOCHS = {"stfpm": 3}  # trained models: a few epochs, the same on both sides

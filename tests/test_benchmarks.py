@@ -20,6 +20,7 @@ HELPERS = {"cputime.py"}  # imported by the scripts, not a script
 # script and arguments -> a line its output must contain (what the script is for)
 SMOKE_RUNS: dict[str, str] = {
     "bench_aupro.py": "speed-up",
+    "bench_bridge_vs_engine.py": "Engine fit+predict",
     "bench_coreset.py": "identical",
     "bench_meta_steps.py": "second-order / first-order",
     "bench_padim.py": "fit_s",
