@@ -214,3 +214,76 @@ def frozen(*modules: nn.Module) -> Iterator[None]:
         for m, flags in zip(modules, saved, strict=True):
             for p, flag in zip(m.parameters(), flags, strict=True):
                 p.requires_grad_(flag)
+
+
+# --- Gulrajani et al.'s residual GAN (WGAN-GP, 2017), the networks of f-AnoGAN ------------
+
+
+def layer_norm_2d(channels: int) -> nn.GroupNorm:
+    """Layer normalisation over (C, H, W) with a per-channel scale and offset: the critic's
+    normalisation in WGAN-GP's code (``tflib`` Layernorm over axes [1, 2, 3]), which avoids
+    BatchNorm's coupling of the samples that the gradient penalty assumes away."""
+    return nn.GroupNorm(1, channels)
+
+
+def upsample_2x(x: Tensor) -> Tensor:
+    """Nearest-neighbour 2x upsampling: ``depth_to_space`` of four stacked copies, which is
+    what WGAN-GP's ``UpsampleConv`` does before its convolution."""
+    return F.interpolate(x, scale_factor=2, mode="nearest")
+
+
+def mean_pool_2x(x: Tensor) -> Tensor:
+    """The mean of every 2x2 block (WGAN-GP's ``ConvMeanPool``/``MeanPoolConv`` pooling)."""
+    return F.avg_pool2d(x, 2)
+
+
+class ResidualBlock(nn.Module):
+    """Pre-activation residual block of WGAN-GP's 64x64 ResNet (``ResidualBlock`` in its
+    code): ``shortcut(x) + conv2(relu(norm2(conv1(relu(norm1(x))))))``.
+
+    ``resample="down"``: conv1 keeps the channels, conv2 changes them and is followed by
+    2x2 mean pooling; the shortcut pools, then a 1x1 convolution. ``"up"``: nearest 2x
+    upsampling before conv1, which changes the channels; the shortcut upsamples, then a 1x1
+    convolution. ``None``: no resampling; identity shortcut when the channels agree.
+    ``norm`` builds the normalisation layers (BatchNorm in generator and encoder,
+    :func:`layer_norm_2d` in the critic). conv1 has no bias, as in the reference code.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        resample: str | None = None,
+        norm: Callable[[int], nn.Module] = nn.BatchNorm2d,
+        kernel_size: int = 3,
+    ) -> None:
+        super().__init__()
+        if resample not in ("up", "down", None):
+            raise ValueError(f"resample must be 'up', 'down' or None, got {resample!r}")
+        self.resample = resample
+        pad = kernel_size // 2
+        middle = out_channels if resample == "up" else in_channels
+        self.norm1 = norm(in_channels)
+        self.conv1 = nn.Conv2d(in_channels, middle, kernel_size, padding=pad, bias=False)
+        self.norm2 = norm(middle)
+        self.conv2 = nn.Conv2d(middle, out_channels, kernel_size, padding=pad)
+        self.shortcut: nn.Module = (
+            nn.Identity()
+            if in_channels == out_channels and resample is None
+            else nn.Conv2d(in_channels, out_channels, 1)
+        )
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.resample == "down":
+            shortcut = self.shortcut(mean_pool_2x(x))
+        elif self.resample == "up":
+            shortcut = self.shortcut(upsample_2x(x))
+        else:
+            shortcut = self.shortcut(x)
+        h = F.relu(self.norm1(x))
+        if self.resample == "up":
+            h = upsample_2x(h)
+        h = self.conv2(F.relu(self.norm2(self.conv1(h))))
+        if self.resample == "down":
+            h = mean_pool_2x(h)
+        return shortcut + h

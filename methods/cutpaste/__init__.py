@@ -1,0 +1,1 @@
+"""CutPaste (Li et al., CVPR 2021): self-supervised cut-and-paste proxy task, Gaussian density."""
