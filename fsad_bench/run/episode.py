@@ -11,6 +11,7 @@ import os
 import traceback
 from dataclasses import replace
 from functools import lru_cache
+from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +23,7 @@ from fsad_bench.datasets import get_layout
 from fsad_bench.datasets.base import Category
 from fsad_bench.datasets.io import TestSet, load_category_tensors, load_image
 from fsad_bench.errors import DatasetError
+from fsad_bench.features.cache import process_cache
 from fsad_bench.features.lru import ByteLRU, limit_from_env, tensor_bytes
 from fsad_bench.method import MetaTrainSet
 from fsad_bench.protocols.protocol import Protocol
@@ -32,7 +34,7 @@ from fsad_bench.records import (
     MethodRef,
     Prediction,
 )
-from fsad_bench.registry import resolve
+from fsad_bench.registry import GROUP, resolve
 from fsad_bench.run import gallery
 from fsad_bench.run.meta_cache import meta_fit_cached, meta_key
 from fsad_bench.run.scoring import defect_metrics, score_episode
@@ -159,6 +161,18 @@ def compute_label(device: str) -> str:
     return f"{device}/threads={torch.get_num_threads()}"
 
 
+@lru_cache(maxsize=64)
+def plugin_package(name: str) -> str | None:
+    """``distribution==version`` of the installed package whose entry point provides the
+    method (None when registered in-process): a plugin's own version string is whatever
+    its author typed, the package version is what pip installs."""
+    for point in entry_points(group=GROUP, name=name):
+        dist = getattr(point, "dist", None)
+        if dist is not None:
+            return f"{dist.metadata['Name']}=={dist.version}"
+    return None
+
+
 def prepare(task: EpisodeTask) -> None:
     """Import the plugin before the episode's clock starts (spawned and Ray workers)."""
     resolve(task.method_spec, task.method_params)
@@ -172,9 +186,13 @@ def play(task: EpisodeTask) -> EpisodeOutcome:
     ref = MethodRef(resolved.name, info.version, resolved.preset, {}, info.produces_maps)
     timing: dict[str, float | None] = {"meta_fit_s": None, "fit_s": None}
     provenance: dict[str, Any] = {"support": [e.path for e in task.support]}
+    package = plugin_package(resolved.name)
+    if package:
+        provenance["plugin_package"] = package
     try:
         method = resolved.build()
-        ref = MethodRef(ref.name, ref.version, ref.preset, method.get_params(), ref.produces_maps)
+        info = method.info  # a plugin may refine it per instance (a bridge, per model)
+        ref = MethodRef(ref.name, ref.version, ref.preset, method.get_params(), info.produces_maps)
         if hasattr(method, "to"):
             method.to(task.device)
         protocol, episode = task.protocol, task.episode
@@ -206,9 +224,13 @@ def play(task: EpisodeTask) -> EpisodeOutcome:
                 protocol.image_size,
             )  # fmt: skip
             seed_everything(seed + 1)
+            cache = process_cache()  # a hit skips the backbone: such a timing is not comparable
+            hits, misses = cache.hits, cache.misses
             with Stopwatch() as clock:
                 pred = predict_batched(method, test.images.to(task.device), task.batch_size)
             timing["predict_ms_per_image"] = 1000 * clock.seconds / max(len(test.paths), 1)
+            timing["feature_cache_hits"] = cache.hits - hits  # batches; key read by report
+            timing["feature_cache_misses"] = cache.misses - misses
         timing["peak_mem_mb"] = memory.peak_mb
         validate(pred, len(test.paths), protocol.image_size, info.produces_maps)
         values, notes = score_episode(test, pred, info.produces_maps, protocol.metrics)
