@@ -145,18 +145,25 @@ def report(
     run_dir: Path,
     out: Annotated[
         Path | None,
-        typer.Option(help="Write report.csv/report.md here [default: the run directory]."),
+        typer.Option(
+            help="Write the report files here.",
+            show_default="the run directory; a submission: none",
+        ),
     ] = None,
     by_defect: Annotated[
         bool, typer.Option("--by-defect", help="Also report each defect kind separately.")
     ] = False,
 ) -> None:
-    """Print the per-category table of a run and write report.csv and report.md.
+    """Print the per-category table of a run; write report.csv, report.md (with the command,
+    settings, timing and failures), comparisons.csv (paired tests between methods) and
+    plots/*.png.
 
     A submission folder is never modified: its tables are printed, and files are written
     only where --out says."""
     from fsad_bench.results.by_defect import FILE
     from fsad_bench.results.by_defect import by_defect as defect_table
+    from fsad_bench.results.compare import FILE as COMPARISONS
+    from fsad_bench.results.plots import PLOTS
     from fsad_bench.results.report import build_report, write_report
     from fsad_bench.results.submission import MANIFEST
     from fsad_bench.store import write_bytes_atomic
@@ -194,7 +201,10 @@ def report(
             "pass --out DIR to write the files"
         )
     else:
-        written = ["report.csv", "report.md"] + ([FILE] if by_defect else [])
+        written = ["report.csv", "report.md", COMPARISONS] + ([FILE] if by_defect else [])
+        written += [
+            p.relative_to(target).as_posix() for p in sorted((target / PLOTS).glob("*.png"))
+        ]
         typer.echo(f"wrote {', '.join(str(target / name) for name in written)}")
 
 
@@ -228,8 +238,16 @@ def rescore(
 
 
 @app.command("list")
-def list_all() -> None:
-    """Registered methods and built-in protocols (imports no method code)."""
+def list_all(
+    presets: Annotated[
+        bool,
+        typer.Option(
+            "--presets",
+            help="Also list each method's presets (imports every plugin, and with it torch).",
+        ),
+    ] = False,
+) -> None:
+    """Registered methods and built-in protocols (imports no method code unless --presets)."""
     from fsad_bench.protocols.protocol import list_protocol_files
     from fsad_bench.registry import list_methods
 
@@ -242,9 +260,25 @@ def list_all() -> None:
     typer.echo("methods:")
     for name, target in methods.items():
         typer.echo(f"  {name:<{width}} {target}")
+        if presets:
+            typer.echo(f"  {'':<{width}} presets: {_presets_of(name)}")
     typer.echo("protocols:")
     for path in protocols:
         typer.echo(f"  {path.stem:<{width}} {path}")
+    if not presets:
+        typer.echo("presets (NAME.TAG, e.g. patchcore.ci): fsad-bench list --presets")
+
+
+def _presets_of(name: str) -> str:
+    """A method's presets, read from its class (importing the plugin); a broken plugin
+    names its error instead of stopping the listing."""
+    from fsad_bench.registry import available_presets, load_class
+
+    try:
+        tags = sorted(available_presets(load_class(name)))
+    except FsadError as exc:
+        return f"unavailable ({exc})"
+    return ", ".join(f"{name}.{tag}" for tag in tags)
 
 
 @app.command("check-plugin")
@@ -303,12 +337,18 @@ def leaderboard(
     ] = None,
     submissions: Annotated[
         Path | None,
-        typer.Option(help="Submissions folder [default: ./submissions, else the clone's]."),
+        typer.Option(help="Submissions folder.", show_default="./submissions, else the clone's"),
     ] = None,
-    port: Annotated[int | None, typer.Option(help="Port of the Streamlit server.")] = None,
+    address: Annotated[
+        str,
+        typer.Option(help="Interface to listen on; 0.0.0.0 makes it reachable from other hosts."),
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port of the Streamlit server.")] = 8501,
 ) -> None:
     """Start the Streamlit leaderboard (reads result files only, runs no submitted code)."""
     from importlib import resources
+
+    from fsad_bench.store import RECORDS
 
     app_file = Path(str(resources.files("fsad_leaderboard") / "app.py"))
     if submissions is None:  # ./submissions, else the clone's (an editable install has one)
@@ -316,9 +356,13 @@ def leaderboard(
         submissions = local if local.is_dir() or not clone.is_dir() else clone
     if not submissions.is_dir() and not runs:
         _fail(FsadError(f"{submissions}: no such submissions folder; pass --submissions DIR"))
+    for run_dir in runs or []:
+        if not (run_dir / RECORDS).is_file():
+            what = "no such directory" if not run_dir.is_dir() else f"no {RECORDS} in it"
+            _fail(FsadError(f"--runs {run_dir}: {what}; pass the --out folder of a run"))
     argv = [sys.executable, "-m", "streamlit", "run", str(app_file), "--client.toolbarMode=viewer"]
     argv += ["--browser.gatherUsageStats=false"]
-    argv += [f"--server.port={port}"] if port else []
+    argv += [f"--server.address={address}", f"--server.port={port}"]
     argv += ["--", "--submissions", str(submissions.resolve())]
     for run_dir in runs or []:
         argv += ["--runs", str(run_dir.resolve())]
@@ -407,16 +451,15 @@ def protocol_freeze(
 
 @protocol_app.command("show")
 def protocol_show(name: str) -> None:
-    """Print a protocol's settings and its definition hash."""
-    from fsad_bench.protocols.protocol import load_protocol
+    """Print a protocol's settings (YAML) and its definition hash."""
+    from fsad_bench.protocols.protocol import describe
 
     try:
-        protocol = load_protocol(name)
+        lines = describe(name)
     except FsadError as exc:
         _fail(exc)
-    for key, value in protocol.to_dict().items():
-        typer.echo(f"{key}: {value}")
-    typer.echo(f"definition_hash: {protocol.definition_hash()}")
+    for line in lines:
+        typer.echo(line)
 
 
 def main() -> None:  # pragma: no cover - console entry

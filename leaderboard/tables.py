@@ -1,7 +1,8 @@
-"""The leaderboard's views as plain DataFrames: ranking, per-category table, curves, diffs.
+"""The leaderboard's views as plain DataFrames: ranking, per-category table, curves, speed,
+paired comparisons, seed spread and published-vs-reproduced pairs.
 
-Numbers stay numbers here (NaN where a metric does not apply); ``cell`` turns them into
-the text the app shows, where a missing value is "n/a", never 0 or blank.
+Numbers stay numbers (NaN where a metric does not apply, shown as empty cells): the app
+formats them in the display, so every column sorts as numbers do.
 """
 
 from __future__ import annotations
@@ -10,10 +11,11 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from fsad_bench.identity import KIND_PUBLISHED, KIND_REPRODUCED
+from fsad_bench.identity import KIND_LOCAL, KIND_PUBLISHED, KIND_REPRODUCED, metric_label
+from fsad_bench.results import compare
+from fsad_bench.results.report import round_to_noise
 
 NA = "n/a"
-BEST = "★ "
 CI_SUFFIX = ".ci"
 # backbone inits whose reproductions may stand beside a paper's figure (see comparable())
 COMPARABLE_INITS = ("pretrained", "none")
@@ -27,12 +29,14 @@ def k_order(value: str) -> tuple[int, float]:
         return (1, 0.0)
 
 
-def cell(mean: float, std: float | None = None, digits: int = 3) -> str:
-    if pd.isna(mean):
-        return NA
-    if std is None or pd.isna(std):
-        return f"{mean:.{digits}f}"
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+def context(dataset: str, protocol: str, metric: str | None = None, k: object = None) -> str:
+    """The line above a table: what is compared (dataset, protocol, metric, K)."""
+    parts = [f"dataset {dataset}", f"protocol {protocol}"]
+    if metric:
+        parts.append(metric_label(metric))
+    if k is not None:
+        parts.append(f"K = {k}")
+    return " · ".join(parts)
 
 
 def select(
@@ -43,10 +47,10 @@ def select(
     ks: Sequence[str] | None = None,
     entries: Sequence[str] | None = None,
 ) -> pd.DataFrame:
-    """The sidebar filters; None means no filter."""
+    """The sidebar filters; None means no filter (a frame without a column ignores it)."""
     mask = pd.Series(True, index=frame.index)
     for column, value in (("dataset", dataset), ("protocol", protocol), ("metric", metric)):
-        if value is not None:
+        if value is not None and column in frame:
             mask &= frame[column] == value
     if ks is not None:
         mask &= frame["k"].isin(list(ks))
@@ -55,11 +59,65 @@ def select(
     return frame[mask]
 
 
-def ranking(frame: pd.DataFrame, k: str, metric: str) -> pd.DataFrame:
+# ---- speed ------------------------------------------------------------------------------------
+
+
+def machines(timings: pd.DataFrame) -> pd.Series:
+    """Machines with comparable (cold) timings, most episodes first."""
+    cold = timings[timings["comparable"].astype(bool)].dropna(subset=["ms_per_image"])
+    return cold["machine"].value_counts()
+
+
+def speed(timings: pd.DataFrame, machine: str | None) -> pd.DataFrame:
+    """Per (entry, K): prediction ms per image over the cold episodes measured on
+    ``machine``, rounded to the leading digit of their spread (report.round_to_noise)."""
+    columns = ["entry", "k", "ms_per_image", "ms_spread", "n_timed"]
+    part = timings[timings["comparable"].astype(bool) & (timings["machine"] == machine)]
+    part = part.dropna(subset=["ms_per_image"])
+    if part.empty:
+        return pd.DataFrame(columns=columns)
+    grouped = part.groupby(["entry", "k"])["ms_per_image"]
+    table = grouped.agg(mean="mean", ms_spread=lambda v: v.std(ddof=1), n_timed="count")
+    table = table.reset_index()
+    table["ms_per_image"] = [
+        round_to_noise(m, s) for m, s in zip(table["mean"], table["ms_spread"], strict=True)
+    ]
+    return table[columns]
+
+
+def excluded_timings(timings: pd.DataFrame, machine: str | None) -> dict[str, int]:
+    """How many timed episodes a speed view leaves out, and why."""
+    timed = timings.dropna(subset=["ms_per_image"])
+    cold = timed["comparable"].astype(bool)
+    unrecorded = timed["cache_hits"].isna() & ~cold
+    return {
+        "feature-cache hits": int((~cold & ~unrecorded).sum()),
+        "cache use not recorded (older records of a backbone method)": int(unrecorded.sum()),
+        "other machines": int((cold & (timed["machine"] != machine)).sum()),
+    }
+
+
+def speed_accuracy(frame: pd.DataFrame, timed: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Category-mean ``metric`` against ms per image, one point per (entry, K) timed."""
+    part = frame[(frame["metric"] == metric) & (frame["category"] == "mean")]
+    part = part.dropna(subset=["mean"])[["entry", "kind", "k", "mean"]]
+    points = part.merge(timed, on=["entry", "k"])
+    points["K"] = pd.to_numeric(points["k"], errors="coerce")
+    points["label"] = "K=" + points["k"].astype(str)
+    return points.sort_values(["entry", "K"]).reset_index(drop=True)
+
+
+# ---- ranking and per-category tables ----------------------------------------------------------
+
+
+def ranking(
+    frame: pd.DataFrame, k: str, metric: str, timed: pd.DataFrame | None = None
+) -> pd.DataFrame:
     """Entries of one (dataset, protocol) at one K by category-mean ``metric``, best first.
 
-    Every entry with any result at this K is listed; one without this metric gets
-    rank NA and mean NaN (shown as n/a) instead of disappearing.
+    Every entry with any result at this K is listed; one without this metric gets rank NA
+    and mean NaN instead of disappearing. Local runs are placed by their mean but not
+    ranked: nobody validated them. ``timed`` (``speed``) adds ms per image.
     """
     at_k = frame[frame["k"] == k]
     entries = at_k.drop_duplicates("entry").set_index("entry")
@@ -69,11 +127,16 @@ def ranking(frame: pd.DataFrame, k: str, metric: str) -> pd.DataFrame:
     table["backbone_init"] = entries["backbone_init"]
     table["n_categories"] = entries["n_categories"]
     table["of_categories"] = entries["of_categories"]
-    for column in ("mean", "std", "n_seeds", "ms_per_image"):
+    for column in ("mean", "std", "n_seeds"):
         table[column] = pd.to_numeric(rows[column], errors="coerce").reindex(table.index)
+    ms = pd.Series(dtype=float)
+    if timed is not None and not timed.empty:
+        ms = timed[timed["k"] == k].set_index("entry")["ms_per_image"]
+    table["ms_per_image"] = pd.to_numeric(ms, errors="coerce").reindex(table.index)
     table["source"] = entries["source"]
     table = table.reset_index().sort_values(["mean", "entry"], ascending=[False, True])
-    table.insert(0, "rank", table["mean"].rank(ascending=False, method="min").astype("Int64"))
+    ranked = table["mean"].where(table["kind"] != KIND_LOCAL)
+    table.insert(0, "rank", ranked.rank(ascending=False, method="min").astype("Int64"))
     return table.reset_index(drop=True)
 
 
@@ -86,32 +149,36 @@ def coverage(kind: str, covered: float, of: float) -> str:
     return f"{int(covered)}/{'?' if pd.isna(of) else int(of)}"
 
 
-def ranking_display(table: pd.DataFrame) -> pd.DataFrame:
+def ranking_display(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The ranking as shown: the score beside the method's name (it stays on screen on a
+    phone), numbers numeric (the app formats them), coverage as 'n/N'."""
     covered = zip(table["kind"], table["n_categories"], table["of_categories"], strict=True)
     return pd.DataFrame(
         {
-            "rank": [NA if pd.isna(r) else str(r) for r in table["rank"]],
+            "rank": table["rank"],
             "method": table["entry"],
+            metric_label(metric): table["mean"],
+            "± std": table["std"],
             "kind": table["kind"],
             "backbone": table["backbone_init"],
             "categories": [coverage(*c) for c in covered],
-            "mean ± std": [cell(m, s) for m, s in zip(table["mean"], table["std"], strict=True)],
-            "seeds": [NA if pd.isna(n) else str(int(n)) for n in table["n_seeds"]],
-            "ms / image": [cell(v, digits=1) for v in table["ms_per_image"]],
+            "seeds": pd.array(table["n_seeds"].where(table["mean"].notna()), dtype="Int64"),
+            "ms / image": table["ms_per_image"],
             "source": table["source"],
         }
     )
 
 
-def category_values(frame: pd.DataFrame, k: str, metric: str) -> pd.DataFrame:
-    """Means as categories x entries (the 'mean' row last), like the thesis tables."""
+def category_values(frame: pd.DataFrame, k: str, metric: str, column: str = "mean") -> pd.DataFrame:
+    """Means (or stds) as categories x entries, the 'mean' row last, like the thesis tables."""
     part = frame[(frame["k"] == k) & (frame["metric"] == metric)]
     if part.empty:
         return pd.DataFrame()
-    values = part.pivot_table(index="category", columns="entry", values="mean", dropna=False)
+    values = part.pivot_table(index="category", columns="entry", values=column, dropna=False)
     order = sorted(values.index, key=lambda c: (c == "mean", c))
     values = values.reindex(index=order)
     values.columns.name = None
+    values.index.name = "category"
     return values
 
 
@@ -124,43 +191,58 @@ def win_counts(values: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame({"wins": wins.sum().astype(int), "of": has.astype(int)})
 
 
-def category_display(frame: pd.DataFrame, k: str, metric: str) -> pd.DataFrame:
-    """Cells 'mean ± std', the best of each row starred, and a 'best in W of N' last row."""
-    values = category_values(frame, k, metric)
-    if values.empty:
-        return values
-    part = frame[(frame["k"] == k) & (frame["metric"] == metric)]
-    stds = part.pivot_table(index="category", columns="entry", values="std", dropna=False)
-    stds = stds.reindex(index=values.index, columns=values.columns)
-    best = values.max(axis=1)
-    shown = pd.DataFrame(index=values.index, columns=values.columns, dtype=object)
-    for category in values.index:
-        for entry in values.columns:
-            text = cell(values.at[category, entry], stds.at[category, entry])
-            top = values.at[category, entry] == best[category] and values.shape[1] > 1
-            shown.at[category, entry] = BEST + text if top and text != NA else text
-    wins = win_counts(values)
-    shown.loc["best in"] = [
-        f"{wins.at[e, 'wins']} of {wins.at[e, 'of']}" if wins.at[e, "of"] else NA
-        for e in values.columns
-    ]
-    shown.index.name = "category"
-    return shown.reset_index()
+def best_cells(values: pd.DataFrame) -> pd.DataFrame:
+    """True where a cell is its row's best (with more than one entry to compare)."""
+    if values.shape[1] < 2:
+        return pd.DataFrame(False, index=values.index, columns=values.columns)
+    return values.eq(values.max(axis=1), axis=0) & values.notna()
+
+
+# ---- curves -----------------------------------------------------------------------------------
 
 
 def k_curve(frame: pd.DataFrame, metric: str, category: str = "mean") -> pd.DataFrame:
-    """Score vs numeric K per entry (full-shot rows are left out of a K axis)."""
+    """Score vs numeric K per entry with the ± std band (full-shot rows are left out)."""
     part = frame[(frame["metric"] == metric) & (frame["category"] == category)].copy()
     part["K"] = pd.to_numeric(part["k"], errors="coerce")
     part = part.dropna(subset=["K", "mean"])
-    return part[["entry", "kind", "K", "mean", "std"]].sort_values(["entry", "K"])
+    std = part["std"].fillna(0)
+    part["low"], part["high"] = part["mean"] - std, part["mean"] + std
+    return part[["entry", "kind", "K", "mean", "std", "low", "high"]].sort_values(["entry", "K"])
 
 
-def speed_accuracy(frame: pd.DataFrame, metric: str = "image_auroc") -> pd.DataFrame:
-    """ms per image vs category-mean metric, one point per (entry, K) that has timing."""
-    part = frame[(frame["metric"] == metric) & (frame["category"] == "mean")]
-    part = part.dropna(subset=["ms_per_image", "mean"])
-    return part[["entry", "k", "ms_per_image", "mean"]].reset_index(drop=True)
+# ---- paired comparisons and seed spread -------------------------------------------------------
+
+
+def paired(episodes: pd.DataFrame, k: str, metric: str) -> pd.DataFrame:
+    """compare.paired over the selected entries' episodes at one K and metric, with a
+    verdict: which one is better where the p-value and the interval agree."""
+    part = episodes[(episodes["k"] == k) & (episodes["metric"] == metric)]
+    table = compare.paired(part, group="entry")
+    real = compare.significant(table)
+    table["verdict"] = [
+        (a if d > 0 else b) + " better" if r else "not told apart"
+        for a, b, d, r in zip(table["method_a"], table["method_b"], table["mean_diff"], real,
+                              strict=True)
+    ]  # fmt: skip
+    return table.drop(columns=["k", "metric"])
+
+
+def critical_difference(
+    episodes: pd.DataFrame, k: str, metric: str
+) -> compare.CriticalDifference | None:
+    return compare.critical_difference(episodes, k, metric, group="entry")
+
+
+def seed_spread(frame: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """compare.seed_spread of the entries with per-seed results, numeric K in order."""
+    part = frame[(frame["metric"] == metric) & (frame["kind"] != KIND_PUBLISHED)]
+    table = compare.seed_spread(part, group="entry")
+    table["K"] = pd.to_numeric(table["k"], errors="coerce")
+    return table.sort_values(["K", "mean_seed_std"], ascending=[True, False]).reset_index(drop=True)
+
+
+# ---- published vs reproduced ------------------------------------------------------------------
 
 
 def comparable(reproduced: pd.DataFrame) -> pd.DataFrame:
@@ -195,6 +277,26 @@ def published_vs_reproduced(frame: pd.DataFrame) -> pd.DataFrame:
         "mean_published", "entry_reproduced", "mean_reproduced", "difference", "source",
     ]  # fmt: skip
     return merged[columns].reset_index(drop=True)
+
+
+def pairable_published(frame: pd.DataFrame, protocols: Sequence[str]) -> pd.DataFrame:
+    """Published figures that a run of ours could stand beside: a plugin exists and the
+    paper used one of our ``protocols``; with the command that would make the run."""
+    published = frame[(frame["kind"] == KIND_PUBLISHED) & (frame["plugin"] != "")]
+    published = published[published["protocol"].isin(list(protocols))]
+    rows = []
+    for (plugin, dataset, protocol, method), part in published.groupby(
+        ["plugin", "dataset", "protocol", "entry"], sort=True
+    ):
+        ks = sorted(set(part["k"]), key=k_order)
+        metrics = [metric_label(m) for m in compare.metric_order(part["metric"])]
+        rows.append(
+            {"published method": method, "plugin": plugin, "dataset": dataset,
+             "protocol": protocol, "K": ", ".join(ks), "metrics": ", ".join(metrics),
+             "command": f"fsad-bench run --protocol {protocol} --data-root DIR "
+                        f"--method {plugin} --shots {','.join(ks)}"}
+        )  # fmt: skip
+    return pd.DataFrame(rows)
 
 
 def default_entries(part: pd.DataFrame) -> list[str]:

@@ -28,8 +28,8 @@ from statistics import mean
 from tabulate import tabulate
 
 from fsad_bench.run.config import build_run_config
-from fsad_bench.store import read_records
 from fsad_bench.run.runner import run
+from fsad_bench.store import read_records
 
 PAIRS: dict[str, tuple[str, dict, str, dict]] = {
     "patchcore": (

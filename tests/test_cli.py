@@ -107,10 +107,26 @@ def test_run_and_report_with_patchcore(mvtec_root: Path, tmp_path: Path) -> None
     assert (out / "report.csv").read_text().startswith("method,category,k,metric,mean,std,n_seeds")
     assert (out / "report.md").exists()
     import json
+    import shlex
+    from importlib.metadata import version
 
-    record = json.loads((out / "records.jsonl").read_text().splitlines()[0])
+    records = [json.loads(line) for line in (out / "records.jsonl").read_text().splitlines()]
+    record = records[0]
     assert "efficientnet_lite0" in record["provenance"]["weights"]
     assert record["provenance"]["weights"].lower().count("random") == 0
+    # the plugin's package and version, and whether prediction hit the feature cache
+    assert record["provenance"]["plugin_package"] == f"fsad-bench=={version('fsad-bench')}"
+    batches = {(r["timing"]["feature_cache_hits"], r["timing"]["feature_cache_misses"])
+               for r in records}  # fmt: skip
+    assert all(hits + misses >= 1 for hits, misses in batches)  # every test batch counted
+    assert any(misses for _, misses in batches)  # someone computed the features first
+    assert record["protocol"] == "mvtec_loo"  # the folder's name, not "mvtec_folder_loo"
+    # report.md's command, run again, names the same run: every episode is already there
+    md = (out / "report.md").read_text()
+    command = next(line for line in md.splitlines() if line.startswith("fsad-bench run"))
+    rerun = runner.invoke(app, shlex.split(command)[1:])
+    assert rerun.exit_code == 0, rerun.output
+    assert "6 of this run's 6 episodes were already in" in " ".join(rerun.output.split())
 
 
 def test_config_file_and_cli_build_the_same_run(mvtec_root: Path, tmp_path: Path) -> None:
@@ -227,3 +243,78 @@ def test_run_values_are_checked_before_any_episode(
     lines = [line for line in result.output.splitlines() if line.strip()]
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert needle in lines[0] and not out.exists()
+
+
+def test_leaderboard_help_keeps_its_defaults() -> None:
+    result = runner.invoke(app, ["leaderboard", "--help"], terminal_width=200)
+    text = " ".join(result.output.replace("│", " ").split())  # rich wraps it in a box
+    assert result.exit_code == 0
+    for needle in ("--address", "[default: 127.0.0.1]", "--port", "[default: 8501]",
+                   "./submissions, else the clone's"):  # fmt: skip
+        assert needle in text, needle
+
+
+def test_leaderboard_binds_to_localhost_unless_asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import os
+
+    started: list[list[str]] = []
+    monkeypatch.setattr(os, "execv", lambda _, argv: started.append(argv))
+    (tmp_path / "subs").mkdir()
+    assert (
+        runner.invoke(app, ["leaderboard", "--submissions", str(tmp_path / "subs")]).exit_code == 0
+    )
+    assert "--server.address=127.0.0.1" in started[-1] and "--server.port=8501" in started[-1]
+    args = ["leaderboard", "--submissions", str(tmp_path / "subs"), "--address", "0.0.0.0",
+            "--port", "8600"]  # fmt: skip
+    assert runner.invoke(app, args).exit_code == 0
+    assert "--server.address=0.0.0.0" in started[-1] and "--server.port=8600" in started[-1]
+
+
+@pytest.mark.parametrize("make", [False, True])
+def test_leaderboard_checks_runs_before_starting(tmp_path: Path, make: bool) -> None:
+    run = tmp_path / "run"
+    if make:
+        run.mkdir()  # a folder, but not a run
+    result = runner.invoke(app, ["leaderboard", "--runs", str(run)])
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert result.exit_code == 2 and len(lines) == 1, result.output
+    assert str(run) in lines[0] and ("records.jsonl" in lines[0] if make else "no such" in lines[0])
+
+
+def test_list_points_to_presets_and_lists_them_when_asked() -> None:
+    plain = runner.invoke(app, ["list"])
+    assert plain.exit_code == 0 and "fsad-bench list --presets" in plain.output
+    assert "presets: patchcore." not in plain.output
+    full = runner.invoke(app, ["list", "--presets"])
+    assert full.exit_code == 0
+    from fsad_bench.registry import available_presets, load_class
+
+    expected = ", ".join(
+        f"patchcore.{t}" for t in sorted(available_presets(load_class("patchcore")))
+    )
+    assert f"presets: {expected}" in full.output
+
+
+def test_protocol_show_prints_yaml_lists_and_the_file_asked_for() -> None:
+    import yaml
+
+    result = runner.invoke(app, ["protocol", "show", "mvtec_ad_thesis"])
+    assert result.exit_code == 0, result.output
+    assert "(" not in result.output.split("shots:")[1].splitlines()[0]  # no Python tuple
+    assert result.output.startswith("# mvtec_ad_thesis (")
+    assert "includes mvtec_ad_loo.yaml" in result.output and "mvtec_ad_loo@1" in result.output
+    settings = yaml.safe_load(result.output)  # the body is YAML (comments are skipped)
+    assert settings["shots"] == [1, 5, 10] and settings["seeds"] == [0, 1, 2, 3, 4]
+    assert settings["name"] == "mvtec_ad_loo" and len(settings["categories"]) == 15
+
+
+def test_a_folder_protocol_is_named_after_its_folder(tmp_path: Path) -> None:
+    from fsad_bench.protocols.protocol import adhoc_protocol, list_protocol_files
+
+    assert adhoc_protocol("folder", tmp_path / "My Parts", ["a"]).name == "my_parts_loo"
+    assert adhoc_protocol("mvtec", tmp_path / "screws-v2", ["a"]).name == "screws_v2_loo"
+    builtin = {p.stem for p in list_protocol_files()}
+    clash = adhoc_protocol("mvtec", tmp_path / "mvtec_ad", ["a"]).name  # mvtec_ad_loo exists
+    assert clash not in builtin and clash == "mvtec_ad_folder_loo"

@@ -142,6 +142,35 @@ def test_a_stray_file_in_a_submission_is_refused(tmp_path: Path) -> None:
         load_submission(folder)
 
 
+def gallery_app(monkeypatch: pytest.MonkeyPatch, submissions: Path, runs: list[Path]) -> AppTest:
+    monkeypatch.setenv("FSAD_LEADERBOARD_SUBMISSIONS", str(submissions))
+    monkeypatch.setenv("FSAD_LEADERBOARD_RUNS", os.pathsep.join(str(r) for r in runs))
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    assert not at.exception, at.exception
+    return at
+
+
+def maps_tab(at: AppTest):  # -> the "Anomaly maps" tab
+    return next(t for t in at.tabs if t.label == "Anomaly maps")
+
+
+def choice(tab, label: str):  # -> the tab's selectbox of that label
+    return next(s for s in tab.selectbox if s.label == label)
+
+
+def panel_texts(element) -> list[str]:
+    return [t.value for t in element.text if "score" in t.value]
+
+
+def played(mvtec_root: Path, out: Path, methods: str, maps: int = 2) -> Path:
+    options = {"data_root": mvtec_root, "layout": "mvtec", "methods": methods, "shots": "1",
+               "seeds": "0", "categories": "alpha", "out": out, "image_size": 32,
+               "save_maps": maps}  # fmt: skip
+    run(build_run_config(options), log=lambda _: None)
+    return out
+
+
 @pytest.mark.usefixtures("fake_methods")
 def test_app_gallery_shows_the_panels_of_a_run(
     mvtec_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
@@ -150,19 +179,60 @@ def test_app_gallery_shows_the_panels_of_a_run(
     options = {"data_root": mvtec_root, "layout": "mvtec", "methods": "meandist", "shots": "1",
                "seeds": "0", "out": out, "image_size": 32, "save_maps": 2}  # fmt: skip
     run(build_run_config(options), log=lambda _: None)
-    monkeypatch.setenv("FSAD_LEADERBOARD_SUBMISSIONS", str(tmp_path / "none"))
-    monkeypatch.setenv("FSAD_LEADERBOARD_RUNS", os.pathsep.join([str(out)]))
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    at.run()
-    assert not at.exception, at.exception
-    gallery_tab = at.tabs[5]
-    assert [s.value for s in gallery_tab.selectbox][-1] == "meandist alpha K=1 seed=0"
+    at = gallery_app(monkeypatch, tmp_path / "none", [out])
+    gallery_tab = maps_tab(at)
+    assert choice(gallery_tab, "Episode").value == "meandist alpha K=1 seed=0"
     images = [element for element in gallery_tab if element.type == "image"]
-    assert len(images) == 2
-    captions = [element.value for element in gallery_tab.text]
+    assert len(images) == 3  # the colour bar, then two panels
+    captions = panel_texts(gallery_tab)
     assert len(captions) == 2
     assert captions[0].startswith("alpha/test/") and "(defective, score" in captions[0]
     assert "(normal, score" in captions[1]
+    (record,) = [r for r in read_records(out) if r.category == "alpha"]
+    index = json.loads((out / gallery.maps_folder(record.result_key) / "index.json").read_text())
+    low, high = index["scale"]
+    scale = f"map value {low:.3g} (dark) … {high:.3g} (bright), this episode's scale"
+    assert scale in [t.value for t in gallery_tab.text]
+
+
+@pytest.mark.usefixtures("fake_methods")
+def test_app_gallery_opens_on_a_run_with_maps_and_follows_the_filters(
+    mvtec_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Item 7: the first run in name order has no maps; the gallery opens on one that has,
+    and a run whose method is filtered out of the sidebar leaves the list."""
+    without = played(mvtec_root, tmp_path / "a_without", "meandist", maps=0)
+    with_maps = played(mvtec_root, tmp_path / "b_with", "scribbles")
+    at = gallery_app(monkeypatch, tmp_path / "none", [without, with_maps])
+    tab = maps_tab(at)
+    assert choice(tab, "Run").options == ["local run b_with"]
+    assert choice(tab, "Run").value == "local run b_with" and panel_texts(tab)
+    methods = at.sidebar.multiselect[1]
+    methods.unselect("scribbles (local run)").run()
+    tab = maps_tab(at)
+    assert not [s for s in tab.selectbox if s.label == "Run"]
+    assert any("No maps saved for the runs in this selection" in i.value for i in tab.info)
+
+
+@pytest.mark.usefixtures("fake_methods")
+def test_app_gallery_compares_two_methods_on_the_same_image(
+    mvtec_root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    out = played(mvtec_root, tmp_path / "run", "meandist,scribbles")
+    at = gallery_app(monkeypatch, tmp_path / "none", [out])
+    tab = maps_tab(at)
+    assert choice(tab, "Episode").value == "meandist alpha K=1 seed=0"
+    compare = choice(tab, "Compare with (same test images)")
+    assert compare.options == ["nothing", "scribbles alpha K=1 seed=0"]
+    compare.select("scribbles alpha K=1 seed=0").run()
+    tab = maps_tab(at)
+    left, right = tab.columns[:2]
+    assert left.text[0].value == "meandist alpha K=1 seed=0"
+    assert right.text[0].value == "scribbles alpha K=1 seed=0"
+    paths = [[t.split(" (")[0] for t in panel_texts(column)] for column in (left, right)]
+    assert paths[0] and paths[0] == paths[1]  # the same test images side by side
+    for column in (left, right):  # each with its episode's colour bar, then its panels
+        assert len([e for e in column if e.type == "image"]) == 1 + len(paths[0])
 
 
 def forged_index(folder: Path, index: object) -> None:
@@ -204,8 +274,8 @@ def test_submitted_text_in_the_gallery_is_plain_text(
     at = AppTest.from_file(str(APP), default_timeout=60)
     at.run()
     assert not at.exception, at.exception
-    gallery_tab = at.tabs[5]
-    texts = [element.value for element in gallery_tab.text]
+    gallery_tab = maps_tab(at)
+    texts = panel_texts(gallery_tab)
     assert texts and all(text.startswith(trick) for text in texts)
     rendered = [m.value for m in gallery_tab.markdown] + [c.value for c in gallery_tab.caption]
     assert not any("pwned" in value for value in rendered)

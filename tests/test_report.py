@@ -215,3 +215,66 @@ def test_a_category_named_mean_keeps_every_row_unambiguous(tmp_path: Path) -> No
     assert math.isclose(auroc["mean"], 0.7)  # the average over both categories
     csv = pd.read_csv(tmp_path / "report.csv")
     assert not csv.duplicated(["method", "category", "k", "metric"]).any()
+
+
+def timed_run(run_dir: Path) -> Path:
+    """A run (run.json included) whose records carry feature-cache counts: the K = 4
+    episodes hit the cache and predicted much faster; pill K=4 seed 0 failed."""
+    from test_submission import edit_lines, make_run
+
+    make_run(run_dir)
+
+    def timings(rows: list[dict]) -> list[dict]:
+        for row in rows:
+            cold = row["k"] == 1
+            row["timing"]["feature_cache_hits"] = 0 if cold else 2
+            brick = row["category"] == "brick"
+            row["timing"]["predict_ms_per_image"] = (31.0 if brick else 33.0) if cold else 4.0
+            row["env"].update(cpu="Test CPU (AVX2)", device="cpu", torch_threads=1)
+            row["settings"] = {"batch_size": 16}
+            row["provenance"]["plugin_package"] = "my-plugins==2.3"
+        failed = dict(rows[-1], status="failed", error="RuntimeError: **boom** `x`")
+        return [*rows, failed]
+
+    edit_lines(run_dir / "records.jsonl", timings)
+    return run_dir
+
+
+def test_report_md_says_how_the_run_was_made(tmp_path: Path) -> None:
+    import shlex
+
+    from fsad_bench.store import read_records
+
+    run = timed_run(tmp_path / "run")
+    write_report(run)
+    md = (run / "report.md").read_text()
+    records = read_records(run)
+    # the command rebuilt from run.json names the protocol, method, grid and folder
+    command = next(line for line in md.splitlines() if line.startswith("fsad-bench run"))
+    args = shlex.split(command)
+    assert args[args.index("--protocol") + 1] == records[0].protocol
+    assert args[args.index("--method") + 1] == "patchcore"
+    assert args[args.index("--shots") + 1] == "1,4" and args[args.index("--out") + 1] == str(run)
+    # settings: version, the plugin's package, batch size, machine
+    assert "patchcore: version 1.0 (my-plugins==2.3), batch size 16" in md
+    assert "machine: Test CPU (AVX2), cpu, 1 thread(s)" in md
+    # timing: only the cold (K = 1) episodes (31 and 33 ms), rounded to their spread (1.4)
+    row = next(line for line in md.splitlines() if line.startswith("| patchcore |   1 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4] == "32" and cells[6] == "2"  # mean, and the number of cold episodes
+    row4 = next(line for line in md.splitlines() if line.startswith("| patchcore |   4 |"))
+    assert [c.strip() for c in row4.strip("|").split("|")][4] == "n/a"  # all hit the cache
+    # the failure reason, verbatim inside a code block (never rendered as Markdown)
+    failures = md[md.index("### Failures") :]
+    assert "RuntimeError: **boom** 'x'" in failures and failures.count("```") == 2
+
+
+def test_round_to_noise_keeps_the_digits_the_spread_allows() -> None:
+    from fsad_bench.results.report import round_to_noise
+
+    assert round_to_noise(12.73, 1.4) == 13
+    assert round_to_noise(12.73, 0.3) == 12.7
+    assert round_to_noise(220.8, 35.0) == 220
+    assert round_to_noise(0.01234, 0.0021) == 0.012
+    assert round_to_noise(12.73, float("nan")) == 13  # one timing: two significant digits
+    assert math.isnan(round_to_noise(float("nan"), 1.0))

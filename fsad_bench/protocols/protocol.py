@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from importlib import resources
@@ -182,11 +183,25 @@ def load_protocol(name_or_path: str) -> Protocol:
     )
 
 
+ADHOC_VERSION = "auto"
+
+
+def adhoc_name(data_root: Path) -> str:
+    """``<folder>_loo`` from the dataset folder's name (lower case, other characters as
+    ``_``); ``<folder>_folder_loo`` when that is a built-in protocol's name, which a run on
+    an arbitrary folder must never borrow (its supports are not the frozen ones)."""
+    slug = re.sub(r"[^a-z0-9]+", "_", Path(data_root).resolve().name.lower()).strip("_")
+    name = f"{slug or 'custom'}_loo"
+    builtin = {path.stem for path in list_protocol_files()}
+    builtin |= {str(_read_yaml(path).get("name")) for path in list_protocol_files()}
+    return f"{slug or 'custom'}_folder_loo" if name in builtin else name
+
+
 def adhoc_protocol(layout: str, data_root: Path, categories: Sequence[str]) -> Protocol:
     """A protocol for any folder in a known layout, so users need not write a file."""
     return Protocol(
-        name=f"{layout}_folder_loo",
-        version="auto",
+        name=adhoc_name(data_root),
+        version=ADHOC_VERSION,
         dataset=Path(data_root).name or "custom",
         layout=layout,
         categories=tuple(categories),
@@ -196,6 +211,31 @@ def adhoc_protocol(layout: str, data_root: Path, categories: Sequence[str]) -> P
         data_root=str(data_root),
         description=f"leave-one-out over the categories found in {data_root}",
     )
+
+
+def describe(name_or_path: str) -> list[str]:
+    """``protocol show``: the settings as YAML (lists, not Python tuples), headed by the
+    file asked for; a file that includes another says so and under which name its records
+    go (its episodes are the parent's when it keeps the parent's name)."""
+    path = find_protocol_file(name_or_path)
+    protocol = load_protocol(name_or_path)
+    own = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    lines = [f"# {path.stem} ({path.resolve()})"]
+    if own.get("include"):
+        lines.append(
+            f"# includes {own['include']}; "
+            + (
+                f"keeps its name, so records name these episodes {protocol.ref}"
+                if "name" not in own
+                else f"records name these episodes {protocol.ref}"
+            )
+        )
+    settings = {k: list(v) if isinstance(v, tuple) else v for k, v in protocol.to_dict().items()}
+    settings.pop("source")
+    text = yaml.safe_dump(settings, sort_keys=False, default_flow_style=None, width=100)
+    lines += text.rstrip("\n").splitlines()
+    lines.append(f"definition_hash: {protocol.definition_hash()}")
+    return lines
 
 
 def derive_seed(*parts: object) -> int:

@@ -9,10 +9,13 @@ seed played at that K; otherwise it is empty and ``mean_gaps`` says which episod
 from __future__ import annotations
 
 import json
+import math
+import shlex
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from fsad_bench.identity import MEAN_ROW, METRICS, category_label, metric_label
@@ -243,6 +246,193 @@ def run_categories(run_dir: Path) -> list[str] | None:
     return [str(c) for c in categories]
 
 
+def read_config(run_dir: Path) -> dict[str, Any]:
+    """run.json (a run) or manifest.json (a submission); {} when neither can be read."""
+    from fsad_bench.results.submission.reading import MANIFEST
+
+    for name in (RUN_CONFIG, MANIFEST):
+        try:
+            data = json.loads((Path(run_dir) / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            return {**data, "_file": name}
+    return {}
+
+
+def run_command(run_dir: Path, config: dict[str, Any]) -> str | None:
+    """The command that made the run: a submission's own, or one rebuilt from run.json (the
+    protocol, methods, grid and every parameter given explicitly)."""
+    from fsad_bench.protocols.protocol import ADHOC_VERSION
+    from fsad_bench.results.submission.reading import MANIFEST
+
+    if config.get("_file") == MANIFEST:
+        return str(config.get("command") or "") or None
+    protocol, identity = config.get("protocol") or {}, config.get("identity") or {}
+    if not protocol.get("name"):
+        return None
+    if protocol.get("version") == ADHOC_VERSION:  # a folder run without a protocol file
+        parts = ["--data-root", str(protocol.get("data_root")), "--layout", protocol["layout"]]
+    else:
+        parts = ["--protocol", protocol["name"]]
+        if protocol.get("data_root") and protocol.get("layout") not in ("synthetic", "elpv"):
+            parts += ["--data-root", str(protocol["data_root"])]
+    for method in config.get("methods") or []:
+        parts += ["--method", str(method)]
+    for method, params in sorted((identity.get("method_params") or {}).items()):
+        for key, value in sorted(params.items()):
+            parts += ["--param", f"{method}.{key}={json.dumps(value)}"]
+    size = identity.get("image_size") or protocol.get("image_size")
+    if size:  # always: a folder protocol's default size is not written anywhere
+        parts += ["--image-size", str(size)]
+    parts += ["--shots", ",".join(map(str, protocol.get("shots") or []))]
+    parts += ["--seeds", ",".join(map(str, protocol.get("seeds") or []))]
+    parts += ["--out", str(run_dir)]
+    return " ".join(["fsad-bench", "run", *map(shlex.quote, parts)])
+
+
+def settings_lines(records: Sequence[EpisodeRecord]) -> list[str]:
+    """What changes the numbers beyond the protocol: each method's version, package and
+    parameters, the batch size, and the machine (CPU, device, threads, code version)."""
+    lines = []
+    by_method: dict[str, list[EpisodeRecord]] = {}
+    for record in records:
+        by_method.setdefault(method_label(record), []).append(record)
+    for name, group in sorted(by_method.items()):
+        first = group[-1]
+        package = first.provenance.get("plugin_package")
+        batch = sorted({str(r.settings.get("batch_size", "unrecorded")) for r in group})
+        lines.append(
+            f"{name}: version {first.method.version}"
+            + (f" ({package})" if package else "")
+            + f", batch size {', '.join(batch)}, parameters "
+            + json.dumps(first.method.params, sort_keys=True)
+        )
+    lines.append(f"machine: {'; '.join(sorted({machine(r) for r in records}))}")
+    lines.append(
+        f"fsad-bench git commit: {', '.join(sorted({str(r.env.get('git_sha')) for r in records}))}"
+    )
+    return lines
+
+
+# timing["feature_cache_hits"] is written by run/episode.py: batches whose backbone features
+# came from the process's feature cache while predicting (records before it lack the key)
+CACHE_HITS = "feature_cache_hits"
+PREDICT_MS = "predict_ms_per_image"
+
+
+def timing_comparable(record: EpisodeRecord) -> bool:
+    """Whether the episode's prediction time is a cold one: no feature-cache hit recorded,
+    or (records from before hits were recorded) a method without a backbone, which never
+    uses the backbone feature cache. A hit skips the backbone and makes an episode look
+    several times faster than a first pass over the same images."""
+    hits = record.timing.get(CACHE_HITS)
+    if hits is None:
+        return backbone_init([record]) == "none"
+    return hits == 0
+
+
+def machine(record: EpisodeRecord) -> str:
+    """CPU model (when unrecorded: the platform and CPU count), device and threads: timings
+    from different machines do not compare."""
+    env = record.env
+    cpu = env.get("cpu") or (
+        f"CPU not recorded ({env.get('platform', '?')}, {env.get('cpu_count', '?')} CPUs)"
+    )
+    return f"{cpu}, {env.get('device', '?')}, {env.get('torch_threads', '?')} thread(s)"
+
+
+def round_to_noise(value: float, spread: float) -> float:
+    """``value`` rounded to the leading digit of its spread (two significant digits when
+    the spread is unknown): digits below the noise are not information."""
+    if not math.isfinite(value) or value == 0:
+        return value
+    if math.isfinite(spread) and spread > 0:
+        return round(value, -math.floor(math.log10(spread)))
+    return round(value, 1 - math.floor(math.log10(abs(value))))
+
+
+def cold_timings(records: Sequence[EpisodeRecord]) -> np.ndarray:
+    """Prediction ms per image of the episodes whose timing compares (``timing_comparable``)."""
+    values = [r.timing.get(PREDICT_MS) for r in records if timing_comparable(r)]
+    return np.array([v for v in values if isinstance(v, (int, float))], dtype=np.float64)
+
+
+def timing_table(records: Sequence[EpisodeRecord]) -> pd.DataFrame:
+    """Per method, K (prediction cost grows with the support for many methods) and, when
+    the records come from more than one, machine: episodes, median fit seconds, prediction
+    ms per image over the cold episodes (rounded to their spread) and their count, peak
+    memory, total meta-training seconds. Missing values are None."""
+    groups: dict[tuple[str, int, str], list[EpisodeRecord]] = {}
+    for record in records:
+        if record.status == STATUS_OK:
+            key = (method_label(record), record.k, machine(record))
+            groups.setdefault(key, []).append(record)
+    rows = []
+    for (name, k, where), group in sorted(groups.items()):
+        cold = cold_timings(group)
+        spread = float(cold.std(ddof=1)) if len(cold) > 1 else None
+        fit = [r.timing["fit_s"] for r in group if r.timing.get("fit_s") is not None]
+        peak = [r.timing["peak_mem_mb"] for r in group if r.timing.get("peak_mem_mb")]
+        ms = round_to_noise(float(cold.mean()), spread or math.nan) if len(cold) else None
+        rows.append(
+            {"method": name, "K": k, "machine": where, "episodes": len(group),
+             "fit s (median)": float(np.median(fit)) if fit else None,
+             "predict ms / image": ms, "episode std": spread, "cold episodes": len(cold),
+             "peak MB (max)": float(max(peak)) if peak else None,
+             "meta-fit s (total)": float(sum(r.timing.get("meta_fit_s") or 0 for r in group))}
+        )  # fmt: skip
+    table = pd.DataFrame(rows)
+    if not table.empty and table["machine"].nunique() == 1:
+        table = table.drop(columns="machine")
+    return table
+
+
+def failure_lines(records: Sequence[EpisodeRecord]) -> list[str]:
+    """Each distinct failure reason once, with the episodes it hit."""
+    reasons: dict[tuple[str, str], list[str]] = {}
+    for record in records:
+        if record.status != STATUS_OK:
+            key = (method_label(record), str(record.error or "no reason recorded"))
+            reasons.setdefault(key, []).append(f"{record.category} K={record.k} seed {record.seed}")
+    lines = []
+    for (method, reason), where in sorted(reasons.items()):
+        more = len(where) - _SHOWN_GAPS
+        shown = ", ".join(where[:_SHOWN_GAPS]) + (f" and {more} more" if more > 0 else "")
+        lines.append(f"{method}: {len(where)} episode(s) ({shown}): {reason}")
+    return lines
+
+
+def _fenced(lines: Sequence[str]) -> str:
+    """Text from records (errors, names) in a code block: shown as written, never rendered."""
+    body = "\n".join(line.replace("`", "'") for line in lines)
+    return f"```text\n{body}\n```"
+
+
+def about_run(run_dir: Path, records: Sequence[EpisodeRecord]) -> str:
+    """report.md's account of how the numbers were made: command, settings, timing and
+    failure reasons."""
+    latest = list(latest_by_key(records).values())
+    command = run_command(run_dir, read_config(run_dir))
+    blocks = ["## How this was run", _fenced([command or "command unknown (no run.json)"])]
+    blocks += ["### Settings", _fenced(settings_lines(latest))]
+    timing = timing_table(latest)
+    if not timing.empty:
+        blocks += [
+            "### Timing",
+            "Prediction time per test image: mean over the episodes that computed every "
+            "backbone feature themselves (no feature-cache hit), rounded to the leading digit "
+            "of their spread; fit and meta-fit in seconds, peak resident memory in MB.",
+            timing.astype(object)
+            .where(timing.notna(), None)
+            .to_markdown(index=False, floatfmt=".4g", missingval="n/a"),
+        ]
+    failures = failure_lines(latest)
+    if failures:
+        blocks += ["### Failures", _fenced(failures)]
+    return "\n\n".join(blocks) + "\n"
+
+
 def build_report(run_dir: Path) -> tuple[pd.DataFrame, str, str]:
     """The long table, its text and its Markdown, from a run directory or a submission."""
     records = read_records(run_dir)
@@ -258,13 +448,26 @@ def build_report(run_dir: Path) -> tuple[pd.DataFrame, str, str]:
     if notes:
         text += "\n" + "\n".join(notes) + "\n"
         md += "\n" + "\n\n".join(notes) + "\n"
+    md += "\n" + about_run(run_dir, records)
     return long, text, md
 
 
+REPORT_FILES = ("report.csv", "report.md", "comparisons.csv")
+
+
 def write_report(run_dir: Path, out_dir: Path | None = None) -> tuple[pd.DataFrame, str]:
-    """Write report.csv and report.md into ``out_dir`` (default: the run directory)."""
+    """Write report.csv, report.md, comparisons.csv (compare.paired) and plots/*.png into
+    ``out_dir`` (default: the run directory)."""
+    from fsad_bench.results import compare, plots
+
     long, text, md = build_report(run_dir)
     out = Path(out_dir or run_dir)
+    values = records_frame(read_records(run_dir))
+    metric = plots.primary_metric(long)
+    if metric:
+        plots.write_plots(long, compare.critical_differences(values, metric), metric, out)
     write_bytes_atomic(out / "report.csv", long.to_csv(index=False, float_format="%.6f").encode())
     write_bytes_atomic(out / "report.md", md.encode("utf-8"))
+    table = compare.paired(values).to_csv(index=False, float_format="%.6g")
+    write_bytes_atomic(out / compare.FILE, table.encode())
     return long, text
