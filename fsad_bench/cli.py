@@ -249,7 +249,7 @@ def list_all(
 ) -> None:
     """Registered methods and built-in protocols (imports no method code unless --presets)."""
     from fsad_bench.protocols.protocol import list_protocol_files
-    from fsad_bench.registry import list_methods
+    from fsad_bench.registry import LISTINGS, list_methods
 
     try:
         methods = list_methods()
@@ -265,6 +265,11 @@ def list_all(
     typer.echo("protocols:")
     for path in protocols:
         typer.echo(f"  {path.stem:<{width}} {path}")
+    for name in LISTINGS.targets():  # plugins' own torch-free listings (e.g. bridged models)
+        try:
+            typer.echo(LISTINGS.load(name)())
+        except Exception as exc:  # noqa: BLE001 - a broken listing must not hide the rest
+            typer.echo(f"{name}: listing unavailable ({type(exc).__name__}: {exc})")
     if not presets:
         typer.echo("presets (NAME.TAG, e.g. patchcore.ci): fsad-bench list --presets")
 

@@ -71,6 +71,11 @@ class Registry(Generic[Target]):
             ) from exc
 
 
+# --- listings: what a plugin adds to `fsad-bench list` (torch-free callables -> text) ---------
+
+LISTINGS: Registry[object] = Registry("listing", group="fsad_bench.listings")
+
+
 # --- methods ---------------------------------------------------------------------------------
 
 GROUP = "fsad_bench.methods"

@@ -219,3 +219,15 @@ def test_other_models_never_download(tmp_path, monkeypatch) -> None:
     with pytest.raises(WeightsError, match="asked torch hub to download .*efficientnet_b5") as info:
         method.fit(tiny_normals(2, 64))
     assert "\n" not in str(info.value) and str(tmp_path) in str(info.value)
+
+
+def test_list_shows_every_bridged_model_and_whether_it_runs_here() -> None:
+    from typer.testing import CliRunner
+
+    from fsad_bench.cli import app
+
+    result = CliRunner().invoke(app, ["list"])
+    assert result.exit_code == 0, result.output
+    for name in BRIDGED:
+        assert f"anomalib.{name}" in result.output
+    assert "anomalib.patchcore" in result.output and " yes " in result.output

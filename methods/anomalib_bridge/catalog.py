@@ -129,3 +129,8 @@ def format_catalog(rows: list[CatalogRow]) -> str:
         for r in rows
     ]
     return "\n".join([f"  {'model':<{width}}  run  {'backbone':<28}  weights / missing", *lines])
+
+
+def listing() -> str:
+    """What ``fsad-bench list`` prints for this plugin (entry point ``fsad_bench.listings``)."""
+    return "anomalib bridge (--method anomalib.MODEL):\n" + format_catalog(catalog())
