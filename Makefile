@@ -30,7 +30,9 @@ test: $(STAMP)
 	  || echo "could not install chromium: the leaderboard browser test will say how to"
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -q
+	# one torch thread per process: the suite runs processes side by side, and two threads
+	# fighting over 2 cores are many times slower (README, Everyday use)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(BIN)/pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check --fix .
