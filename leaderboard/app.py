@@ -26,8 +26,9 @@ from fsad_bench.identity import (
     METRIC_LABELS,
     metric_label,
 )
-from fsad_bench.protocols.protocol import list_protocol_files
+from fsad_bench.protocols.protocol import Protocol, list_protocol_files, load_protocol
 from fsad_bench.results.plots import OKABE_ITO
+from fsad_bench.run.config import DEFAULT_PROTOCOL
 from fsad_leaderboard import data, tables
 
 TABS = [
@@ -62,19 +63,29 @@ def load(submissions: str, runs: tuple[str, ...]) -> data.Board:
     return data.load_board(Path(submissions), [Path(r) for r in runs])
 
 
-def reproduced_first(column: pd.Series, reproduced: set[str]) -> list[str]:
-    """Options with reproduced results first, then the ones with most rows."""
+def reproduced_first(
+    column: pd.Series, reproduced: set[str], preferred: str | None = None
+) -> list[str]:
+    """Options with reproduced results first, the default benchmark's before the others,
+    then the ones with most rows."""
     counts = column.value_counts()
-    return sorted(counts.index, key=lambda v: (v not in reproduced, -counts[v], v))
+    return sorted(counts.index, key=lambda v: (v not in reproduced, v != preferred, -counts[v], v))
+
+
+@st.cache_data
+def default_protocol() -> Protocol:
+    """The protocol `fsad-bench run` plays by default: the view the leaderboard opens on."""
+    return load_protocol(DEFAULT_PROTOCOL)
 
 
 def sidebar(frame: pd.DataFrame) -> dict:
     """Filters: dataset, protocol, metric, K, methods; reproduced datasets come first."""
     reproduced = frame[frame["kind"] != KIND_PUBLISHED]
-    datasets = reproduced_first(frame["dataset"], set(reproduced["dataset"]))
+    default = default_protocol()
+    datasets = reproduced_first(frame["dataset"], set(reproduced["dataset"]), default.dataset)
     dataset = st.sidebar.selectbox("Dataset", datasets)
     in_dataset = frame[frame["dataset"] == dataset]
-    protocols = reproduced_first(in_dataset["protocol"], set(reproduced["protocol"]))
+    protocols = reproduced_first(in_dataset["protocol"], set(reproduced["protocol"]), default.name)
     protocol = st.sidebar.selectbox("Protocol", protocols)
     part = in_dataset[in_dataset["protocol"] == protocol]
     metrics = [m for m in METRIC_LABELS if m in set(part["metric"])]

@@ -55,7 +55,7 @@ class RunConfig:
         }
 
 
-DEFAULT_PROTOCOL = "synthetic_loo"
+DEFAULT_PROTOCOL = "synthetic2_loo"  # the embedded default dataset, version 2
 
 
 def parse_int_list(text: str | int | list | None, what: str) -> tuple[int, ...] | None:
