@@ -34,6 +34,7 @@ from fsad_bench.protocols.protocol import load_protocol
 from fsad_methods.patchcore.core import FaissNearestNeighbours, aggregate_features, greedy_coreset
 
 K = 8
+COUNT_PADDING = [True]  # the plugin's default (1.1); --ignore-padding: version 1.0's average
 STAGES = (1, 2, 3, 4)  # timm stage indices of Lite0: strides 4, 8, 16, 32
 BATCH = 32
 REWEIGHT_NEIGHBOURS = 9  # b in the PatchCore paper's eq. 7 (anomalib's default too)
@@ -87,7 +88,8 @@ class StageFeatures:
 
     def embed(self, stages: tuple[int, ...]) -> Tensor:
         """The plugin's embedding at the finest listed stage's resolution."""
-        return aggregate_features([self.by_stage[s] for s in sorted(stages)])
+        features = [self.by_stage[s] for s in sorted(stages)]
+        return aggregate_features(features, count_padding=COUNT_PADDING[0])
 
 
 def flat(embedding: Tensor) -> Tensor:
@@ -150,8 +152,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = bench_parser(__doc__, repeats=1)
     parser.add_argument("--image-size", type=int, default=256)
     parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument(
+        "--ignore-padding", action="store_true", help="PatchCore 1.0's border average"
+    )
     args = parse_bench_args(parser, argv)
     seeds = [0] if args.smoke else [int(s) for s in args.seeds.split(",")]
+    COUNT_PADDING[0] = not args.ignore_padding
     size, per_class = (64, 16) if args.smoke else (args.image_size, 0)
     extractor, source = create_feature_extractor("efficientnet_lite0", "pretrained", STAGES)
     print(f"backbone: {source.describe()}; image size {size}; K={K}; seeds {seeds}")
